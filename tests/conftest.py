@@ -1,0 +1,55 @@
+"""Shared test helpers: loopback servers on port 0, the shared fixture recordings, bundled-voice speech."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from wyoming.client import AsyncTcpClient
+
+from wyoming_minerva.server import HandlerFactory, WyomingServer
+from wyoming_minerva.settings import ListenUri
+
+FIXTURES = Path(os.environ.get("MINERVA_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+
+
+def fixture_path(relative: str) -> Path:
+    """A recording from ../shared/fixtures (or $MINERVA_FIXTURES); skips the test when it is absent."""
+    path = FIXTURES / relative
+    if not path.is_file():
+        pytest.skip(f"fixture recording {path} is not available")
+    return path
+
+
+def normalise(text: str) -> str:
+    """Lower-case, a-z and spaces only, spaces collapsed (fixtures/README.md)."""
+    kept = "".join(c if "a" <= c <= "z" or c == " " else " " for c in text.lower())
+    return " ".join(kept.split())
+
+
+@asynccontextmanager
+async def wyoming_server(service: str, factory: HandlerFactory) -> AsyncIterator[WyomingServer]:
+    """A real Wyoming server on 127.0.0.1, port 0, closed afterwards."""
+    server = WyomingServer(service, ListenUri("tcp", "127.0.0.1", 0), factory)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop_accepting()
+        await server.close()
+
+
+@asynccontextmanager
+async def wyoming_client(port: int) -> AsyncIterator[AsyncTcpClient]:
+    client = AsyncTcpClient("127.0.0.1", port)
+    await client.connect()
+    try:
+        yield client
+    finally:
+        await client.disconnect()
+
+
+ClientFactory = Callable[[int], AsyncTcpClient]

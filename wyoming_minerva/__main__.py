@@ -1,0 +1,32 @@
+"""`wyoming-minerva` / `python -m wyoming_minerva`: parse flags, configure logging, run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from .app import run
+from .cli import parse_settings
+from .errors import MinervaError
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = parse_settings(argv)
+    except MinervaError as err:
+        print(f"wyoming-minerva: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO, format=settings.log_format)
+    try:
+        asyncio.run(run(settings))
+    except MinervaError as err:
+        logging.getLogger("wyoming_minerva").error("%s", err)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

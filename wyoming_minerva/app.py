@@ -1,0 +1,107 @@
+"""Lifecycle: one model manager, the engines, the Wyoming servers (and later discovery and HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from .errors import MinervaError
+from .handlers.asr import AsrHandler
+from .models.manager import ModelManager
+from .models.whisper import SpeechToText
+from .server import EventSink, HandlerFactory, WyomingServer
+from .settings import Service, Settings
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class StartupError(MinervaError):
+    """The process cannot start (e.g. a port already in use)."""
+
+    code = "startup_failed"
+
+
+@dataclass
+class Engines:
+    """The engines every front end shares (Wyoming handlers and the HTTP API)."""
+
+    stt: SpeechToText | None = None
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+class App:
+    def __init__(self, settings: Settings, manager: ModelManager | None = None) -> None:
+        self.settings = settings
+        self.manager = manager or ModelManager(
+            workers=settings.workers,
+            queue_size=settings.queue_size,
+            idle_unload_seconds=settings.idle_unload_seconds,
+        )
+        self.engines = Engines()
+        self.servers: dict[Service, WyomingServer] = {}
+
+    def _factory(self, service: Service) -> HandlerFactory:
+        settings, manager = self.settings, self.manager
+        if service is Service.ASR:
+            stt = self.engines.stt = SpeechToText(settings.asr, manager, settings.data_dirs, settings.local_files_only)
+            return lambda sink: AsrHandler(sink, stt, settings.asr)
+        raise StartupError(f"the {service.value} service is not available in this build")
+
+    async def start(self) -> None:
+        await self.manager.start()
+        try:
+            for service, uri in self.settings.services.items():
+                server = WyomingServer(service.value, uri, self._factory(service))
+                try:
+                    await server.start()
+                except OSError as err:
+                    raise StartupError(f"cannot listen for {service.value} on {uri}: {err.strerror or err}") from err
+                self.servers[service] = server
+            if self.settings.preload:
+                await self.preload()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def preload(self) -> None:
+        if self.engines.stt is not None:
+            await self.engines.stt.preload()
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish within the grace time, then close everything."""
+        for server in self.servers.values():
+            await server.stop_accepting()
+        grace = self.settings.shutdown_grace_seconds
+        idle = await asyncio.gather(*(s.wait_idle(grace) for s in self.servers.values()))
+        if not all(idle):
+            _LOGGER.info("Closing connections still open after %.1f s", grace)
+        for server in self.servers.values():
+            await server.close()
+        self.servers.clear()
+        await self.manager.close()
+
+    def port(self, service: Service) -> int:
+        return self.servers[service].port
+
+
+async def run(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    app = App(settings)
+    await app.start()
+    _LOGGER.info("wyoming-minerva ready")
+    try:
+        await stop.wait()
+    finally:
+        _LOGGER.info("Shutting down")
+        await app.stop()
+
+
+__all__ = ["App", "EventSink", "StartupError", "run"]

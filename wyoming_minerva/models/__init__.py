@@ -1,0 +1,1 @@
+"""Engines: model loading and inference. No protocol code in here."""

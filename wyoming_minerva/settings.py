@@ -1,0 +1,162 @@
+"""One frozen Settings object for the whole process (built by cli.py from flags and MINERVA_* env)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import MinervaError
+
+DEFAULT_ASR_PORT = 10300
+DEFAULT_TTS_PORT = 10200
+DEFAULT_WAKE_PORT = 10400
+DEFAULT_HTTP_PORT = 10800
+
+
+class ConfigError(MinervaError):
+    """Settings that cannot work together (reported before anything starts)."""
+
+    code = "config_error"
+
+
+class Service(str, Enum):
+    ASR = "asr"
+    TTS = "tts"
+    WAKE = "wake"
+
+
+@dataclass(frozen=True)
+class ListenUri:
+    """Where one Wyoming service listens: tcp://host:port, unix://path or stdio://."""
+
+    scheme: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @staticmethod
+    def parse(uri: str) -> ListenUri:
+        parsed = urlparse(uri)
+        if parsed.scheme == "tcp":
+            if parsed.hostname is None or parsed.port is None:
+                raise ConfigError(f"{uri!r}: a tcp:// URI needs a host and a port")
+            return ListenUri("tcp", host=parsed.hostname, port=parsed.port)
+        if parsed.scheme == "unix":
+            path = parsed.netloc + parsed.path
+            if not path:
+                raise ConfigError(f"{uri!r}: a unix:// URI needs a path")
+            return ListenUri("unix", path=path)
+        if parsed.scheme == "stdio":
+            return ListenUri("stdio")
+        raise ConfigError(f"{uri!r}: only tcp://, unix:// and stdio:// are supported")
+
+    def __str__(self) -> str:
+        if self.scheme == "tcp":
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            return f"tcp://{host}:{self.port}"
+        if self.scheme == "unix":
+            return f"unix://{self.path}"
+        return "stdio://"
+
+
+@dataclass(frozen=True)
+class AsrSettings:
+    model: str = "tiny.en"
+    language: str | None = None  # None = auto-detect (English-only models always use "en")
+    beam_size: int = 1
+    compute_type: str = "int8"
+    device: str = "cpu"
+    cpu_threads: int = 0  # 0 = let CTranslate2 decide
+    initial_prompt: str | None = None
+    endpointing: bool = True
+    endpoint_silence_ms: int = 600
+    vad_aggressiveness: int = 2
+    max_audio_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class TtsSettings:
+    voice: str = "en_US-joe-medium"
+    speaker: str | None = None
+    length_scale: float | None = None  # None = the voice's own
+    noise_scale: float | None = None
+    noise_w: float | None = None
+    volume: float = 1.0
+    sentence_silence: float = 0.0
+    sample_rate: int | None = None  # None = the voice's own rate
+    cache_mb: float = 32.0
+    max_text_chars: int = 10_000
+
+
+@dataclass(frozen=True)
+class WakeSettings:
+    models: tuple[str, ...] = ()  # () = every built-in and custom model
+    default_model: str = "okay_nabu"
+    custom_model_dirs: tuple[Path, ...] = ()
+    threshold: float = 0.5
+    trigger_level: int = 1
+    model_options: tuple[str, ...] = ()  # "NAME:threshold=0.6,trigger_level=2"
+    refractory_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    enabled: bool = True
+    name: str | None = None  # None = the host name
+    host: str | None = None  # None = the machine's real addresses
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_HTTP_PORT
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_upload_mb: float = 25.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    asr_uri: ListenUri | None = None
+    tts_uri: ListenUri | None = None
+    wake_uri: ListenUri | None = None
+    http: HttpSettings | None = None
+    data_dirs: tuple[Path, ...] = field(default_factory=tuple)
+    local_files_only: bool = False
+    debug: bool = False
+    log_format: str = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    workers: int = 2
+    queue_size: int = 16
+    preload: bool = False
+    idle_unload_seconds: float = 0.0  # 0 = keep models loaded
+    shutdown_grace_seconds: float = 5.0
+    asr: AsrSettings = field(default_factory=AsrSettings)
+    tts: TtsSettings = field(default_factory=TtsSettings)
+    wake: WakeSettings = field(default_factory=WakeSettings)
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+
+    @property
+    def services(self) -> dict[Service, ListenUri]:
+        pairs = ((Service.ASR, self.asr_uri), (Service.TTS, self.tts_uri), (Service.WAKE, self.wake_uri))
+        return {service: uri for service, uri in pairs if uri is not None}
+
+    @property
+    def download_dir(self) -> Path | None:
+        """Where downloaded models go: the first data dir."""
+        return self.data_dirs[0] if self.data_dirs else None
+
+    def validate(self) -> None:
+        services = self.services
+        if not services and self.http is None:
+            raise ConfigError("no service enabled: give --asr-uri, --tts-uri, --wake-uri or --http")
+        stdio = [s.value for s, uri in services.items() if uri.scheme == "stdio"]
+        if stdio and (len(services) > 1 or self.http is not None):
+            raise ConfigError("stdio:// works only when exactly one service runs (and no --http)")
+        if self.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        if self.queue_size < 0:
+            raise ConfigError("--queue-size must not be negative")
+        if not 0 <= self.asr.vad_aggressiveness <= 3:
+            raise ConfigError("--vad-aggressiveness must be 0, 1, 2 or 3")
