@@ -43,7 +43,7 @@ def pcm_to_float(pcm: bytes, width: int, channels: int) -> np.ndarray:
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
     elif width == 3:
         raw = np.frombuffer(pcm, dtype=np.uint8).reshape(-1, 3)
-        ints = (raw[:, 0].astype(np.int32) | (raw[:, 1].astype(np.int32) << 8) | (raw[:, 2].astype(np.int32) << 16))
+        ints = raw[:, 0].astype(np.int32) | (raw[:, 1].astype(np.int32) << 8) | (raw[:, 2].astype(np.int32) << 16)
         ints = np.where(ints & 0x800000, ints - (1 << 24), ints)
         samples = ints.astype(np.float32) / float(1 << 23)
     elif width == 4:
@@ -57,7 +57,7 @@ def pcm_to_float(pcm: bytes, width: int, channels: int) -> np.ndarray:
 
 def float_to_pcm16(samples: np.ndarray) -> bytes:
     clipped = np.clip(samples, -1.0, 1.0)
-    return (clipped * 32767.0).astype("<i2").tobytes()
+    return bytes((clipped * 32767.0).astype("<i2").tobytes())
 
 
 class AudioConverter:
@@ -85,10 +85,10 @@ class AudioConverter:
         self._remainder = data[usable:]
         data = data[:usable]
         if self._is_passthrough:
-            return data
+            return bytes(data)
         samples = pcm_to_float(data, self.source.width, self.source.channels)
         if self._resampler is not None:
-            samples = self._resampler.resample_chunk(samples, last=last)
+            samples = np.asarray(self._resampler.resample_chunk(samples, last=last), dtype=np.float32)
         return float_to_pcm16(samples)
 
     def flush(self) -> bytes:
@@ -123,3 +123,17 @@ def read_wav(data: bytes) -> tuple[bytes, AudioFormat]:
             return wav.readframes(wav.getnframes()), fmt
     except (wave.Error, EOFError) as err:
         raise AudioFormatError(f"not a PCM WAV file: {err}") from err
+
+
+def format_from_event(data: dict[str, object], fallback: AudioFormat | None = None) -> AudioFormat:
+    """rate/width/channels of an audio-start or audio-chunk event, validated; fallback for missing fields."""
+    base = fallback or AudioFormat()
+    values: dict[str, int] = {}
+    for key, default in (("rate", base.rate), ("width", base.width), ("channels", base.channels)):
+        value = data.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise AudioFormatError(f"audio {key} must be an integer, got {value!r}")
+        values[key] = value
+    fmt = AudioFormat(**values)
+    fmt.validate()
+    return fmt

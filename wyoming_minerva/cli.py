@@ -52,57 +52,193 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("models and resources")
-    g.add_argument("--data-dir", action="append", type=Path, help="where models are looked up (repeatable; the first also receives downloads)")
+    g.add_argument(
+        "--data-dir",
+        action="append",
+        type=Path,
+        help="where models are looked up (repeatable; the first also receives downloads)",
+    )
     g.add_argument("--local-files-only", action="store_true", help="never download a model")
-    g.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="inference threads shared by every service (default: CPU count, at most 4)")
-    g.add_argument("--queue-size", type=int, default=16, help="inference jobs that may wait for a worker before requests are refused with queue_full (default 16)")
-    g.add_argument("--preload", action="store_true", help="load the default models at start instead of on first use")
-    g.add_argument("--idle-unload", type=float, default=0.0, metavar="SECONDS", help="unload a model unused for this long (default 0 = never)")
-    g.add_argument("--shutdown-grace", type=float, default=5.0, metavar="SECONDS", help="how long in-flight requests may finish on SIGINT/SIGTERM (default 5)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, min(4, os.cpu_count() or 1)),
+        help="inference threads shared by every service (default: CPU count, at most 4)",
+    )
+    g.add_argument(
+        "--queue-size",
+        type=int,
+        default=16,
+        help="inference jobs that may wait for a worker before requests are refused with queue_full (default 16)",
+    )
+    g.add_argument(
+        "--preload",
+        action="store_true",
+        help="load the default models at start instead of on first use",
+    )
+    g.add_argument(
+        "--idle-unload",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="unload a model unused for this long (default 0 = never)",
+    )
+    g.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long in-flight requests may finish on SIGINT/SIGTERM (default 5)",
+    )
 
     g = p.add_argument_group("speech-to-text (faster-whisper)")
-    g.add_argument("--stt-model", default=AsrSettings.model, help="local CTranslate2 folder or model name (tiny, base-int8, small.en, HF id; default: bundled tiny.en)")
+    g.add_argument(
+        "--stt-model",
+        default=AsrSettings.model,
+        help="local CTranslate2 folder or model name (tiny, base-int8, small.en, HF id; default: bundled tiny.en)",
+    )
     g.add_argument("--stt-language", help="language code, or 'auto' (default auto; English-only models use en)")
     g.add_argument("--stt-beam-size", type=int, default=AsrSettings.beam_size, help="beam size (default 1)")
-    g.add_argument("--stt-compute-type", default=AsrSettings.compute_type, help="CTranslate2 compute type (default int8)")
+    g.add_argument(
+        "--stt-compute-type",
+        default=AsrSettings.compute_type,
+        help="CTranslate2 compute type (default int8)",
+    )
     g.add_argument("--stt-device", default=AsrSettings.device, help="cpu, cuda or auto (default cpu)")
-    g.add_argument("--stt-cpu-threads", type=int, default=AsrSettings.cpu_threads, help="CTranslate2 threads per decode (default 0 = automatic)")
+    g.add_argument(
+        "--stt-cpu-threads",
+        type=int,
+        default=AsrSettings.cpu_threads,
+        help="CTranslate2 threads per decode (default 0 = automatic)",
+    )
     g.add_argument("--stt-initial-prompt", help="text that biases decoding (names, spelling)")
-    g.add_argument("--endpointing", action=argparse.BooleanOptionalAction, default=True, help="find the end of speech on the server and answer before audio-stop (default on)")
-    g.add_argument("--endpoint-silence-ms", type=int, default=AsrSettings.endpoint_silence_ms, help="silence after speech that ends an utterance (default 600)")
-    g.add_argument("--vad-aggressiveness", type=int, default=AsrSettings.vad_aggressiveness, help="webrtcvad aggressiveness 0-3 (default 2)")
-    g.add_argument("--max-audio-seconds", type=float, default=AsrSettings.max_audio_seconds, help="longest audio accepted for one transcription (default 60)")
+    g.add_argument(
+        "--endpointing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="find the end of speech on the server and answer before audio-stop (default on)",
+    )
+    g.add_argument(
+        "--endpoint-silence-ms",
+        type=int,
+        default=AsrSettings.endpoint_silence_ms,
+        help="silence after speech that ends an utterance (default 600)",
+    )
+    g.add_argument(
+        "--vad-aggressiveness",
+        type=int,
+        default=AsrSettings.vad_aggressiveness,
+        help="webrtcvad aggressiveness 0-3 (default 2)",
+    )
+    g.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=AsrSettings.max_audio_seconds,
+        help="longest audio accepted for one transcription (default 60)",
+    )
 
     g = p.add_argument_group("text-to-speech (Piper)")
-    g.add_argument("--voice", default=TtsSettings.voice, help="voice name or path to .onnx (default: bundled en_US-joe-medium)")
+    g.add_argument(
+        "--voice",
+        default=TtsSettings.voice,
+        help="voice name or path to .onnx (default: bundled en_US-joe-medium)",
+    )
     g.add_argument("--speaker", help="default speaker (name or id) for multi-speaker voices")
-    g.add_argument("--length-scale", type=float, help="speaking speed: >1 slower, <1 faster (default: the voice's)")
+    g.add_argument(
+        "--length-scale",
+        type=float,
+        help="speaking speed: >1 slower, <1 faster (default: the voice's)",
+    )
     g.add_argument("--noise-scale", type=float, help="generator noise (default: the voice's)")
     g.add_argument("--noise-w", type=float, help="phoneme width noise (default: the voice's)")
-    g.add_argument("--volume", type=float, default=TtsSettings.volume, help="output volume multiplier (default 1.0)")
-    g.add_argument("--sentence-silence", type=float, default=TtsSettings.sentence_silence, help="seconds of silence after each sentence (default 0)")
+    g.add_argument(
+        "--volume",
+        type=float,
+        default=TtsSettings.volume,
+        help="output volume multiplier (default 1.0)",
+    )
+    g.add_argument(
+        "--sentence-silence",
+        type=float,
+        default=TtsSettings.sentence_silence,
+        help="seconds of silence after each sentence (default 0)",
+    )
     g.add_argument("--tts-sample-rate", type=int, help="output sample rate (default: the voice's)")
-    g.add_argument("--tts-cache-mb", type=float, default=TtsSettings.cache_mb, help="memory for cached audio of repeated phrases (default 32, 0 = off)")
-    g.add_argument("--max-text-chars", type=int, default=TtsSettings.max_text_chars, help="longest text accepted for one synthesis (default 10000)")
+    g.add_argument(
+        "--tts-cache-mb",
+        type=float,
+        default=TtsSettings.cache_mb,
+        help="memory for cached audio of repeated phrases (default 32, 0 = off)",
+    )
+    g.add_argument(
+        "--max-text-chars",
+        type=int,
+        default=TtsSettings.max_text_chars,
+        help="longest text accepted for one synthesis (default 10000)",
+    )
 
     g = p.add_argument_group("wake word (openWakeWord, microWakeWord)")
-    g.add_argument("--wake-model", action="append", help="model to offer (repeatable; default: all built-in and custom)")
-    g.add_argument("--default-wake-model", default=WakeSettings.default_model, help="model used when a client names none (default okay_nabu)")
-    g.add_argument("--custom-model-dir", action="append", type=Path, help="folder with custom .tflite / microWakeWord .json models (repeatable)")
-    g.add_argument("--wake-threshold", type=float, default=WakeSettings.threshold, help="probability that counts as activation (default 0.5)")
-    g.add_argument("--wake-trigger-level", type=int, default=WakeSettings.trigger_level, help="activations in a row needed to detect (default 1)")
-    g.add_argument("--wake-model-option", action="append", metavar="NAME:KEY=VALUE,...", help="per-model threshold/trigger_level override (repeatable)")
-    g.add_argument("--refractory-seconds", type=float, default=WakeSettings.refractory_seconds, help="audio seconds after a detection in which the same model stays quiet (default 2)")
+    g.add_argument(
+        "--wake-model",
+        action="append",
+        help="model to offer (repeatable; default: all built-in and custom)",
+    )
+    g.add_argument(
+        "--default-wake-model",
+        default=WakeSettings.default_model,
+        help="model used when a client names none (default okay_nabu)",
+    )
+    g.add_argument(
+        "--custom-model-dir",
+        action="append",
+        type=Path,
+        help="folder with custom .tflite / microWakeWord .json models (repeatable)",
+    )
+    g.add_argument(
+        "--wake-threshold",
+        type=float,
+        default=WakeSettings.threshold,
+        help="probability that counts as activation (default 0.5)",
+    )
+    g.add_argument(
+        "--wake-trigger-level",
+        type=int,
+        default=WakeSettings.trigger_level,
+        help="activations in a row needed to detect (default 1)",
+    )
+    g.add_argument(
+        "--wake-model-option",
+        action="append",
+        metavar="NAME:KEY=VALUE,...",
+        help="per-model threshold/trigger_level override (repeatable)",
+    )
+    g.add_argument(
+        "--refractory-seconds",
+        type=float,
+        default=WakeSettings.refractory_seconds,
+        help="audio seconds after a detection in which the same model stays quiet (default 2)",
+    )
 
     g = p.add_argument_group("discovery (zeroconf)")
-    g.add_argument("--zeroconf", nargs="?", const="", metavar="NAME", help="advertise services as _wyoming._tcp (default on for TCP; NAME defaults to the host name)")
+    g.add_argument(
+        "--zeroconf",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="advertise services as _wyoming._tcp (default on for TCP; NAME defaults to the host name)",
+    )
     g.add_argument("--no-zeroconf", action="store_true", help="do not advertise")
     g.add_argument("--zeroconf-host", help="address to advertise instead of the machine's own")
 
     g = p.add_argument_group("HTTP API")
     g.add_argument("--api-key", help="require this key (Authorization: Bearer or X-API-Key) on the HTTP API")
     g.add_argument("--cors-origin", action="append", help="allowed CORS origin (repeatable; default none)")
-    g.add_argument("--max-upload-mb", type=float, default=HttpSettings.max_upload_mb, help="largest accepted upload (default 25)")
+    g.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=HttpSettings.max_upload_mb,
+        help="largest accepted upload (default 25)",
+    )
 
     g = p.add_argument_group("logging")
     g.add_argument("--debug", action="store_true", help="log at DEBUG level")
@@ -146,13 +282,13 @@ def _http(value: str | None, any_service: bool, args: argparse.Namespace) -> Htt
         "max_upload_mb": args.max_upload_mb,
     }
     if value is None:
-        return None if any_service else HttpSettings(**common)  # type: ignore[arg-type]
+        return None if any_service else HttpSettings(**common)
     if value.lower() in _FALSE:
         return None
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
         raise ConfigError(f"--http {value!r}: expected HOST:PORT or 'off'")
-    return HttpSettings(host=host.strip("[]") or "0.0.0.0", port=int(port), **common)  # type: ignore[arg-type]
+    return HttpSettings(host=host.strip("[]") or "0.0.0.0", port=int(port), **common)
 
 
 def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -142,7 +142,14 @@ async def serve_connection(
                 if not await handler.handle_event(event):
                     break
             except MinervaError as err:
-                _LOGGER.warning("%s %s: %s (%s)", service, sink.peer, err, err.code, exc_info=_LOGGER.isEnabledFor(logging.DEBUG))
+                _LOGGER.warning(
+                    "%s %s: %s (%s)",
+                    service,
+                    sink.peer,
+                    err,
+                    err.code,
+                    exc_info=_LOGGER.isEnabledFor(logging.DEBUG),
+                )
                 await sink.send(error_event(err))
             except (ConnectionError, asyncio.IncompleteReadError):
                 break
@@ -165,7 +172,7 @@ class WyomingServer:
         self.service = service
         self.uri = uri
         self.factory = factory
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stdio_task: asyncio.Task[None] | None = None
 
@@ -188,9 +195,7 @@ class WyomingServer:
         elif self.uri.scheme == "unix":
             with contextlib.suppress(FileNotFoundError):
                 Path(self.uri.path).unlink()
-            self._server = await asyncio.start_unix_server(
-                self._on_connect, self.uri.path, limit=MAX_HEADER_BYTES
-            )
+            self._server = await asyncio.start_unix_server(self._on_connect, self.uri.path, limit=MAX_HEADER_BYTES)
         else:
             self._stdio_task = asyncio.create_task(self._serve_stdio())
         _LOGGER.info("%s service listening on %s", self.service, self.describe_address())

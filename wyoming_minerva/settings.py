@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,7 +21,7 @@ class ConfigError(MinervaError):
     code = "config_error"
 
 
-class Service(str, Enum):
+class Service(StrEnum):
     ASR = "asr"
     TTS = "tts"
     WAKE = "wake"
@@ -139,7 +139,11 @@ class Settings:
 
     @property
     def services(self) -> dict[Service, ListenUri]:
-        pairs = ((Service.ASR, self.asr_uri), (Service.TTS, self.tts_uri), (Service.WAKE, self.wake_uri))
+        pairs = (
+            (Service.ASR, self.asr_uri),
+            (Service.TTS, self.tts_uri),
+            (Service.WAKE, self.wake_uri),
+        )
         return {service: uri for service, uri in pairs if uri is not None}
 
     @property

@@ -14,7 +14,9 @@ from ..server import EventSink
 _LOGGER = logging.getLogger(__name__)
 
 MINERVA_ATTRIBUTION = Attribution(name="wyoming-minerva", url="https://github.com/wyoming-minerva/wyoming-minerva")
-WHISPER_ATTRIBUTION = Attribution(name="OpenAI Whisper (faster-whisper)", url="https://github.com/SYSTRAN/faster-whisper")
+WHISPER_ATTRIBUTION = Attribution(
+    name="OpenAI Whisper (faster-whisper)", url="https://github.com/SYSTRAN/faster-whisper"
+)
 PIPER_ATTRIBUTION = Attribution(name="Piper", url="https://github.com/OHF-Voice/piper1-gpl")
 OPENWAKEWORD_ATTRIBUTION = Attribution(name="openWakeWord", url="https://github.com/dscripka/openWakeWord")
 MICROWAKEWORD_ATTRIBUTION = Attribution(name="microWakeWord", url="https://github.com/kahrendt/microWakeWord")

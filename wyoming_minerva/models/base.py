@@ -22,6 +22,7 @@ class TranscriptionOptions:
     hotwords: str | None = None  # vocabulary hints (names, terms)
     temperature: float | None = None  # None = the engine's fallback schedule
     word_timestamps: bool = False
+    skip_silence: bool = False  # the engine's own VAD filter (useful for long files)
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ class ModelManager:
             return slot.model  # type: ignore[no-any-return]
         async with slot.lock:
             if slot.loaded:
-                return slot.model  # type: ignore[no-any-return]
+                return slot.model
             started = time.perf_counter()
             try:
                 model = await asyncio.to_thread(loader)  # loading is slow: never on the event loop

@@ -1,0 +1,294 @@
+"""The Wyoming speech-to-text handler: Home Assistant's sequence, server-side endpointing, streamed transcripts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.event import Event
+from wyoming.info import AsrModel, AsrProgram, Info
+
+from ..audio import AudioConverter, AudioFormat, format_from_event, pcm16_to_float
+from ..errors import AudioTooLongError, MinervaError
+from ..models.base import Segment, TranscriptionInfo, TranscriptionOptions
+from ..models.vad import EndpointConfig, Endpointer, EndpointEvent, Mark, WebRtcVad
+from ..models.whisper import SpeechToText
+from ..server import EventSink, error_event
+from ..settings import AsrSettings
+from ..text import clean_transcript
+from .info import VERSION, WHISPER_ATTRIBUTION, DescribingHandler
+
+_LOGGER = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+TRAILING_PAD_SAMPLES = SAMPLE_RATE * 3 // 10  # keep 300 ms after the last speech frame
+
+
+def asr_info(stt: SpeechToText, settings: AsrSettings) -> Info:
+    model = stt.describe()
+    return Info(
+        asr=[
+            AsrProgram(
+                name="faster-whisper",
+                description="faster-whisper speech-to-text (wyoming-minerva)",
+                attribution=WHISPER_ATTRIBUTION,
+                installed=True,
+                version=VERSION,
+                models=[
+                    AsrModel(
+                        name=model.name,
+                        description=f"Whisper {model.name}",
+                        attribution=WHISPER_ATTRIBUTION,
+                        installed=True,
+                        version=VERSION,
+                        languages=list(model.languages),
+                    )
+                ],
+                supports_transcript_streaming=True,
+                requires_external_vad=not settings.endpointing,
+            )
+        ]
+    )
+
+
+class Decode:
+    """One transcription running in the background; segments can be followed while it decodes."""
+
+    def __init__(self, stt: SpeechToText, audio: np.ndarray, options: TranscriptionOptions, speech_end: int) -> None:
+        self.speech_end = speech_end
+        self.audio_seconds = len(audio) / SAMPLE_RATE
+        self.language: str | None = options.language
+        self.segments: list[Segment] = []
+        self.error: BaseException | None = None
+        self.decode_ms = 0.0
+        self._changed = asyncio.Event()
+        self._done = False
+        self._task = asyncio.create_task(self._run(stt, audio, options))
+
+    async def _run(self, stt: SpeechToText, audio: np.ndarray, options: TranscriptionOptions) -> None:
+        started = time.perf_counter()
+        try:
+            async for item in stt.stream(audio, options):
+                if isinstance(item, TranscriptionInfo):
+                    self.language = item.language
+                else:
+                    self.segments.append(item)
+                self._changed.set()
+        except Exception as err:
+            self.error = err
+        finally:
+            self.decode_ms = (time.perf_counter() - started) * 1000
+            self._done = True
+            self._changed.set()
+
+    async def follow(self) -> AsyncIterator[Segment]:
+        """Every segment, those decoded already at once, the rest as they come; raises the decode's error."""
+        index = 0
+        while True:
+            while index < len(self.segments):
+                yield self.segments[index]
+                index += 1
+            if self._done:
+                break
+            self._changed.clear()
+            if index == len(self.segments) and not self._done:
+                await self._changed.wait()
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+
+@dataclass
+class Utterance:
+    """Everything about one utterance; replaced whole when the next one starts."""
+
+    language: str | None = None
+    hints: list[str] = field(default_factory=list)
+    fmt: AudioFormat | None = None
+    converter: AudioConverter | None = None
+    audio: bytearray = field(default_factory=bytearray)
+    endpointer: Endpointer | None = None
+    speculative: Decode | None = None
+    answered: bool = False
+    failed: bool = False
+    last_speech_wall: float = 0.0
+
+    @property
+    def samples(self) -> int:
+        return len(self.audio) // 2
+
+
+class AsrHandler(DescribingHandler):
+    def __init__(self, sink: EventSink, stt: SpeechToText, settings: AsrSettings) -> None:
+        super().__init__(sink, lambda: asr_info(stt, settings))
+        self.stt = stt
+        self.settings = settings
+        self._endpoint_config = EndpointConfig(end_ms=settings.endpoint_silence_ms)
+        self._utterance: Utterance | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- events ------------------------------------------------------------------------------
+
+    async def handle_service_event(self, event: Event) -> bool:
+        if event.type == "transcribe":
+            self._start(language=event.data.get("language"), hints=_hints(event.data))
+        elif AudioStart.is_type(event.type):
+            utterance = self._utterance if self._utterance and not self._utterance.fmt else self._start()
+            self._set_format(utterance, format_from_event(event.data))
+        elif AudioChunk.is_type(event.type):
+            await self._on_chunk(event)
+        elif AudioStop.is_type(event.type):
+            self._on_stop()
+        else:
+            return await super().handle_service_event(event)
+        return True
+
+    def _start(self, language: object = None, hints: list[str] | None = None) -> Utterance:
+        self._discard_speculation()
+        self._utterance = Utterance(language=language if isinstance(language, str) else None, hints=hints or [])
+        return self._utterance
+
+    def _set_format(self, utterance: Utterance, fmt: AudioFormat) -> None:
+        utterance.fmt = fmt
+        utterance.converter = AudioConverter(fmt, SAMPLE_RATE)
+        utterance.endpointer = Endpointer(WebRtcVad(self.settings.vad_aggressiveness), self._endpoint_config)
+
+    async def _on_chunk(self, event: Event) -> None:
+        utterance = self._utterance or self._start()
+        if utterance.fmt is None:  # no audio-start: take the format from the chunk itself
+            self._set_format(utterance, format_from_event(event.data))
+        if utterance.answered or utterance.failed or not event.payload:
+            return
+        assert utterance.converter is not None and utterance.endpointer is not None
+        pcm = utterance.converter.convert(event.payload)
+        utterance.audio += pcm
+        if utterance.samples > self.settings.max_audio_seconds * SAMPLE_RATE:
+            utterance.failed = True
+            self._discard_speculation()
+            raise AudioTooLongError(
+                f"more than {self.settings.max_audio_seconds:g} s of audio in one utterance; the rest is ignored"
+            )
+        before = utterance.endpointer.speech_end_sample
+        for mark in utterance.endpointer.feed(pcm):
+            self._on_mark(utterance, mark)
+        if utterance.endpointer.speech_end_sample != before:
+            utterance.last_speech_wall = time.monotonic()
+
+    def _on_mark(self, utterance: Utterance, mark: Mark) -> None:
+        if mark.event is EndpointEvent.PAUSED:
+            self._discard_speculation()
+            utterance.speculative = self._decode(utterance, mark.sample)
+        elif mark.event is EndpointEvent.RESUMED:
+            self._discard_speculation()
+        elif mark.event is EndpointEvent.ENDED and self.settings.endpointing:
+            self._answer(utterance, self._reusable(utterance, mark.sample))
+
+    def _on_stop(self) -> None:
+        utterance, self._utterance = self._utterance or Utterance(), None
+        if utterance.answered or utterance.failed:
+            return  # the transcript went out at the endpoint (or an error did)
+        if utterance.converter is not None:
+            utterance.audio += utterance.converter.flush()
+        if utterance.samples == 0:
+            self._answer(utterance, None)  # nothing to decode: an empty transcript
+            return
+        endpointer = utterance.endpointer
+        speech_end = endpointer.speech_end_sample if endpointer and endpointer.had_speech else utterance.samples
+        self._answer(utterance, self._reusable(utterance, speech_end, whole=True))
+
+    # ---- decoding ----------------------------------------------------------------------------
+
+    def _decode(self, utterance: Utterance, speech_end: int, whole: bool = False) -> Decode:
+        end = utterance.samples if whole else min(utterance.samples, speech_end + TRAILING_PAD_SAMPLES)
+        audio = pcm16_to_float(bytes(utterance.audio[: end * 2]))
+        options = self.stt.options(language=utterance.language, hints=utterance.hints)
+        return Decode(self.stt, audio, options, speech_end)
+
+    def _reusable(self, utterance: Utterance, speech_end: int, whole: bool = False) -> Decode:
+        """The speculative decode when no speech came after it, else a fresh one."""
+        speculative, utterance.speculative = utterance.speculative, None
+        if speculative is not None and speculative.speech_end == speech_end and speculative.error is None:
+            return speculative
+        if speculative is not None:
+            speculative.cancel()
+        heard = utterance.endpointer is not None and utterance.endpointer.had_speech
+        return self._decode(utterance, speech_end, whole=whole or not heard)
+
+    def _discard_speculation(self) -> None:
+        utterance = self._utterance
+        if utterance is not None and utterance.speculative is not None:
+            utterance.speculative.cancel()
+            utterance.speculative = None
+
+    def _answer(self, utterance: Utterance, decode: Decode | None) -> None:
+        utterance.answered = True
+        task = asyncio.create_task(self._send_transcript(utterance, decode))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_transcript(self, utterance: Utterance, decode: Decode | None) -> None:
+        heard = utterance.endpointer is not None and utterance.endpointer.had_speech
+        language = decode.language if decode else self.stt.options(utterance.language).language
+        started = False
+        texts: list[str] = []
+        try:
+            if decode is not None:
+                async for segment in decode.follow():
+                    if not started:
+                        await self.sink.send(TranscriptStart(language=decode.language).event())
+                        started = True
+                    texts.append(segment.text)
+                    if clean_transcript(segment.text, heard):
+                        await self.sink.send(TranscriptChunk(text=segment.text).event())
+                language = decode.language
+        except MinervaError as err:
+            _LOGGER.warning("ASR %s: %s (%s)", self.sink.peer, err, err.code)
+            await self.sink.send(error_event(err))
+            return
+        except Exception as err:
+            _LOGGER.exception("ASR %s: transcription failed", self.sink.peer)
+            await self.sink.send(error_event(err))
+            return
+        finally:
+            if decode is not None:
+                decode.cancel()  # a no-op when it finished; stops the work when we were cancelled
+        text = clean_transcript("".join(texts), heard)
+        if not started:
+            await self.sink.send(TranscriptStart(language=language).event())
+        await self.sink.send(Transcript(text=text, language=language).event())
+        await self.sink.send(TranscriptStop().event())
+        since_speech = (time.monotonic() - utterance.last_speech_wall) * 1000 if utterance.last_speech_wall else -1
+        _LOGGER.info(
+            "ASR %s: %.2f s audio, decode %.0f ms, end of speech → transcript %.0f ms, %d chars",
+            self.sink.peer,
+            decode.audio_seconds if decode else 0.0,
+            decode.decode_ms if decode else 0.0,
+            since_speech,
+            len(text),
+        )
+
+    async def disconnect(self) -> None:
+        self._discard_speculation()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _hints(data: dict[str, object]) -> list[str]:
+    hints: list[str] = []
+    for key in ("transcript_names", "transcript_terms"):
+        values = data.get(key)
+        if isinstance(values, list):
+            hints += [str(v) for v in values if isinstance(v, str) and v.strip()]
+    return hints
