@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--stt-cpu-threads",
         type=int,
-        default=AsrSettings.cpu_threads,
-        help="CTranslate2 threads per decode (default 0 = automatic)",
+        default=max(1, min(4, os.cpu_count() or 1)),
+        help="CTranslate2 threads per decode (default: CPU count, at most 4; 0 = CTranslate2's choice)",
     )
     g.add_argument("--stt-initial-prompt", help="text that biases decoding (names, spelling)")
     g.add_argument(
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--endpoint-silence-ms",
         type=int,
         default=AsrSettings.endpoint_silence_ms,
-        help="silence after speech that ends an utterance (default 600)",
+        help="silence after speech that ends an utterance, in ms (default 400)",
     )
     g.add_argument(
         "--vad-aggressiveness",
@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--wake-threshold",
         type=float,
         default=WakeSettings.threshold,
-        help="probability that counts as activation (default 0.5)",
+        help="probability that counts as an activation for openWakeWord models (default 0.5; "
+        "microWakeWord models use the cutoff in their JSON unless --wake-model-option sets one)",
     )
     g.add_argument(
         "--wake-trigger-level",
@@ -210,13 +211,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--wake-model-option",
         action="append",
         metavar="NAME:KEY=VALUE,...",
-        help="per-model threshold/trigger_level override (repeatable)",
+        help="per-model override of threshold, trigger_level, refractory_seconds (repeatable), "
+        "e.g. okay_nabu:threshold=0.6,trigger_level=2",
     )
     g.add_argument(
         "--refractory-seconds",
         type=float,
         default=WakeSettings.refractory_seconds,
         help="audio seconds after a detection in which the same model stays quiet (default 2)",
+    )
+    g.add_argument(
+        "--wake-threads",
+        type=int,
+        default=WakeSettings.threads,
+        help="wake word worker threads, each batching its streams (default 0 = CPU count, at most 2)",
+    )
+    g.add_argument(
+        "--wake-silence-gate",
+        action=argparse.BooleanOptionalAction,
+        default=WakeSettings.silence_gate,
+        help="skip openWakeWord feature work while the last ~2 s of a stream held no speech (default on)",
     )
 
     g = p.add_argument_group("discovery (zeroconf)")
@@ -352,6 +366,8 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
             trigger_level=args.wake_trigger_level,
             model_options=tuple(args.wake_model_option or ()),
             refractory_seconds=args.refractory_seconds,
+            threads=args.wake_threads,
+            silence_gate=args.wake_silence_gate,
         ),
         discovery=DiscoverySettings(
             enabled=not args.no_zeroconf,

@@ -71,7 +71,7 @@ class AsrSettings:
     cpu_threads: int = 0  # 0 = let CTranslate2 decide
     initial_prompt: str | None = None
     endpointing: bool = True
-    endpoint_silence_ms: int = 600
+    endpoint_silence_ms: int = 400
     vad_aggressiveness: int = 2
     max_audio_seconds: float = 60.0
 
@@ -99,6 +99,8 @@ class WakeSettings:
     trigger_level: int = 1
     model_options: tuple[str, ...] = ()  # "NAME:threshold=0.6,trigger_level=2"
     refractory_seconds: float = 2.0
+    threads: int = 0  # wake worker threads; 0 = CPU count, at most 2
+    silence_gate: bool = True  # skip feature work on audio whose whole receptive field is silent
 
 
 @dataclass(frozen=True)

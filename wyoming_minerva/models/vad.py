@@ -40,7 +40,7 @@ class EndpointEvent(Enum):
 class EndpointConfig:
     start_ms: int = 90  # speech in a row before we believe it
     min_speech_ms: int = 240  # less speech than this never ends an utterance (clicks, coughs)
-    pause_ms: int = 150  # silence that triggers the speculative decode
+    pause_ms: int = 60  # silence that triggers the speculative decode (cheap to redo if speech resumes)
     end_ms: int = 600  # silence that ends the utterance
 
 
