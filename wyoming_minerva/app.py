@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 
+from .discovery import Advertiser, Endpoint
 from .errors import MinervaError
 from .handlers.asr import AsrHandler
 from .models.manager import ModelManager
@@ -42,6 +44,9 @@ class App:
         )
         self.engines = Engines()
         self.servers: dict[Service, WyomingServer] = {}
+        # Zeroconf probing takes ~1.5 s: it runs beside the already-serving ports, not before them.
+        self.advertising: asyncio.Task[Advertiser] | None = None
+        self._discovery = contextlib.AsyncExitStack()
 
     def _factory(self, service: Service) -> HandlerFactory:
         settings, manager = self.settings, self.manager
@@ -58,13 +63,39 @@ class App:
                 try:
                     await server.start()
                 except OSError as err:
-                    raise StartupError(f"cannot listen for {service.value} on {uri}: {err.strerror or err}") from err
+                    reason = os.strerror(err.errno) if err.errno else str(err)  # not asyncio's long variant
+                    raise StartupError(f"cannot listen for {service.value} on {uri}: {reason}") from err
                 self.servers[service] = server
+            self._advertise()
             if self.settings.preload:
                 await self.preload()
         except BaseException:
             await self.stop()
             raise
+
+    def _advertise(self) -> None:
+        """Zeroconf for every TCP service, with the ports really bound (port 0 included)."""
+        endpoints = [
+            Endpoint(service, server.uri.host, server.port)
+            for service, server in self.servers.items()
+            if server.uri.scheme == "tcp"
+        ]
+        if self.settings.discovery.enabled and endpoints:
+            advertiser = Advertiser(self.settings.discovery, endpoints)
+            self.advertising = asyncio.create_task(self._discovery.enter_async_context(advertiser), name="zeroconf")
+
+    async def _withdraw(self) -> None:
+        """Unregister (goodbye packets) and close zeroconf; cancels a registration still probing."""
+        task, self.advertising = self.advertising, None
+        if task is not None:
+            task.cancel()  # no-op once registered
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                _LOGGER.exception("Zeroconf registration failed")
+        await self._discovery.aclose()
 
     async def preload(self) -> None:
         if self.engines.stt is not None:
@@ -74,6 +105,7 @@ class App:
         """Stop accepting, let in-flight requests finish within the grace time, then close everything."""
         for server in self.servers.values():
             await server.stop_accepting()
+        await self._withdraw()  # first: nobody should be sent to a closing port
         grace = self.settings.shutdown_grace_seconds
         idle = await asyncio.gather(*(s.wait_idle(grace) for s in self.servers.values()))
         if not all(idle):
