@@ -11,6 +11,7 @@ from wyoming.info import Info
 from zeroconf_helpers import loopback_browser, unique_name
 
 from wyoming_minerva.app import App
+from wyoming_minerva.cli import parse_settings
 from wyoming_minerva.discovery import (
     SERVICE_TYPE,
     Advertiser,
@@ -164,3 +165,15 @@ async def test_stopping_while_zeroconf_still_probes_cancels_it_cleanly() -> None
         assert task.cancelled()
         with pytest.raises(TimeoutError):
             await browser.wait_for({instance_name(name, Service.ASR)}, timeout=2.5)
+
+
+def test_discovery_flags_and_environment() -> None:
+    assert parse_settings([], env={}).discovery == DiscoverySettings(enabled=True, name=None, host=None)
+    assert parse_settings(["--zeroconf"], env={}).discovery.name is None  # NAME defaults to the host name
+    given = parse_settings(["--zeroconf", "kitchen", "--zeroconf-host", "10.0.0.2"], env={}).discovery
+    assert given == DiscoverySettings(enabled=True, name="kitchen", host="10.0.0.2")
+    assert not parse_settings(["--no-zeroconf"], env={}).discovery.enabled
+    assert not parse_settings([], env={"MINERVA_NO_ZEROCONF": "1"}).discovery.enabled
+    assert not parse_settings([], env={"MINERVA_ZEROCONF": "off"}).discovery.enabled
+    assert parse_settings([], env={"MINERVA_ZEROCONF": "kitchen"}).discovery.name == "kitchen"
+    assert parse_settings([], env={"MINERVA_ZEROCONF_HOST": "10.0.0.3"}).discovery.host == "10.0.0.3"

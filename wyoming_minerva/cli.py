@@ -265,7 +265,8 @@ def env_argv(parser: argparse.ArgumentParser, argv: Sequence[str], env: Mapping[
     given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
     extra: list[str] = []
     for action in parser._actions:
-        longs = [o for o in action.option_strings if o.startswith("--") and not o.startswith("--no-")]
+        # The first long name: "--x" of a --x/--no-x pair, "--no-zeroconf" when that is the only one.
+        longs = [o for o in action.option_strings if o.startswith("--")]
         if not longs or action.dest in ("help", "version"):
             continue
         flag = longs[0]
@@ -370,8 +371,9 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
             silence_gate=args.wake_silence_gate,
         ),
         discovery=DiscoverySettings(
-            enabled=not args.no_zeroconf,
-            name=args.zeroconf or None,
+            # MINERVA_ZEROCONF=off|on works like the boolean flags; any other value is the NAME.
+            enabled=not args.no_zeroconf and (args.zeroconf or "").lower() not in _FALSE,
+            name=None if (args.zeroconf or "").lower() in _TRUE | _FALSE else args.zeroconf or None,
             host=args.zeroconf_host,
         ),
     )
