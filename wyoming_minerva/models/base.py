@@ -91,7 +91,8 @@ class VoiceInfo:
     name: str
     languages: tuple[str, ...]
     sample_rate: int
-    speakers: dict[str, int] = field(default_factory=dict)
+    speakers: dict[str, int] = field(default_factory=dict)  # name -> id
+    num_speakers: int = 1
     aliases: tuple[str, ...] = ()
     description: str = ""
 

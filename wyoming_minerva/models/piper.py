@@ -1,0 +1,499 @@
+"""Text-to-speech on Piper: the engine (one loaded voice) and the TextToSpeech facade.
+
+The facade is what the Wyoming handler and the HTTP API share: voice listing and choice, request options over
+the server's flags, sentence-by-sentence streaming (`Speech.stream`), a bounded cache of synthesized pieces.
+Voices are models in the ModelManager (several stay loaded); synthesis runs on its executor, one job per
+piece, so concurrent requests take turns piece by piece instead of waiting for whole answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..audio import AudioFormat, convert_pcm
+from ..errors import BadRequestError, InferenceError, MinervaError
+from ..sentences import DEFAULT_CONFIG, SentenceSplitter, SplitterConfig, SsmlStripper, split_text
+from ..settings import TtsSettings
+from .base import SynthesisOptions, Synthesizer, VoiceInfo
+from .manager import ModelManager
+from .piper_voices import (
+    VOICE_PATTERN,
+    VOICE_URL_FORMAT,
+    UnknownVoiceError,
+    VoiceFiles,
+    bundled_voice,
+    download_voice,
+    match_voice,
+    name_list,
+    read_voice_config,
+    scan_voices,
+    speaker_id_for,
+    voice_files_for_path,
+    voice_for_language,
+    voice_info,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+TEXT_FORMATS = ("text", "markdown", "ssml")  # plain text is read as markdown: both mean the same here
+SENTENCE_PAUSE = 0.25  # seconds between sentences (plus --sentence-silence)
+CLAUSE_PAUSE = 0.08  # seconds after a clause that was cut off a long sentence
+_SILENCE_RATIO = 10 ** (-35 / 20)  # a 10 ms frame 35 dB under the loudest one is silence
+_KEEP_BEFORE = 0.01
+_KEEP_AFTER = 0.04
+_SENTENCE_END = re.compile(r"[.!?…。！？｡।॥؟۔][\"'”’»」』）)\]]*$")
+
+
+class EmptyTextError(BadRequestError):
+    """No text, or text with nothing to say (only markup, code or symbols)."""
+
+    code = "empty_text"
+
+
+class TextTooLongError(BadRequestError):
+    """More text than --max-text-chars for one request."""
+
+    code = "text_too_long"
+
+
+class UnsupportedTextFormatError(BadRequestError):
+    code = "unsupported_text_format"
+
+
+# ---- the engine ------------------------------------------------------------------------------
+
+
+class PiperSynthesizer:
+    """One loaded Piper voice (implements models.base.Synthesizer). Thread-safe: onnxruntime sessions are."""
+
+    def __init__(self, voice: Any, info: VoiceInfo) -> None:
+        self._voice = voice
+        self.info = info
+
+    @staticmethod
+    def load(files: VoiceFiles, threads: int | None = None) -> PiperSynthesizer:
+        """Blocking: the ONNX session for one voice (call it through the model manager)."""
+        import onnxruntime  # type: ignore[import-untyped]
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+
+        config = read_voice_config(files.config)
+        if config is None:
+            raise UnknownVoiceError(f"{files.config} is not a Piper voice config")
+        options = onnxruntime.SessionOptions()
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(
+            str(files.model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
+        return PiperSynthesizer(voice, voice_info(files.name, config))
+
+    def synthesize(self, text: str, options: SynthesisOptions) -> bytes:
+        """Blocking; 16-bit mono PCM at info.sample_rate (espeak may cut the text further: parts are joined)."""
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(
+            speaker_id=options.speaker_id,
+            length_scale=options.length_scale,
+            noise_scale=options.noise_scale,
+            noise_w_scale=options.noise_w,
+            volume=options.volume,
+        )
+        parts = [chunk.audio_float_array for chunk in self._voice.synthesize(text, syn_config=config)]
+        if not parts:
+            return b""
+        audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return bytes((np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
+
+
+def trim_silence(pcm: bytes, rate: int) -> bytes:
+    """Cut the silence Piper leaves around a piece down to a short margin.
+
+    Leading silence is latency and trailing silence is dead air at the end of an answer; the pauses between
+    pieces are added back explicitly (Speech._speak), so they are the same whatever the voice pads.
+    """
+    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2")
+    frame = max(1, rate // 100)  # 10 ms
+    frames = len(samples) // frame
+    if frames == 0:
+        return pcm
+    rms = np.sqrt((samples[: frames * frame].astype(np.float32).reshape(frames, frame) ** 2).mean(axis=1))
+    loud = np.nonzero(rms > rms.max() * _SILENCE_RATIO)[0]
+    if rms.max() == 0 or len(loud) == 0:
+        return b""
+    start = max(0, int(loud[0]) * frame - int(_KEEP_BEFORE * rate))
+    end = min(len(samples), (int(loud[-1]) + 1) * frame + int(_KEEP_AFTER * rate))
+    return bytes(samples[start:end].tobytes())
+
+
+def ends_sentence(piece: str) -> bool:
+    """True for a whole sentence, False for a clause cut off a long one (it ends with a comma)."""
+    return _SENTENCE_END.search(piece) is not None
+
+
+def render_piece(synth: Synthesizer, text: str, options: SynthesisOptions, rate: int) -> bytes:
+    """Blocking (runs on the executor): one piece as 16-bit mono PCM at `rate`, its edge silence trimmed."""
+    native = synth.info.sample_rate
+    pcm = trim_silence(synth.synthesize(text, options), native)
+    return convert_pcm(pcm, AudioFormat(native, 2, 1), rate) if rate != native and pcm else pcm
+
+
+# ---- request options, cache, stats -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpeechOptions:
+    """Per-request overrides; None = the server's flag, which itself defaults to the voice's own value."""
+
+    length_scale: float | None = None  # > 1 slower; an OpenAI `speed` s is length_scale 1/s
+    noise_scale: float | None = None
+    noise_w: float | None = None
+    volume: float | None = None
+    sentence_silence: float | None = None  # extra seconds after each sentence
+    sample_rate: int | None = None  # output rate; None = the voice's
+
+    def over(self, settings: TtsSettings) -> SpeechOptions:
+        """These options with the server's settings filling the gaps, checked."""
+        merged = SpeechOptions(
+            length_scale=_pick(self.length_scale, settings.length_scale),
+            noise_scale=_pick(self.noise_scale, settings.noise_scale),
+            noise_w=_pick(self.noise_w, settings.noise_w),
+            volume=_pick(self.volume, settings.volume),
+            sentence_silence=_pick(self.sentence_silence, settings.sentence_silence),
+            sample_rate=_pick(self.sample_rate, settings.sample_rate),
+        )
+        _check_range("length_scale", merged.length_scale, 0.1, 10.0)
+        _check_range("noise_scale", merged.noise_scale, 0.0, 2.0)
+        _check_range("noise_w", merged.noise_w, 0.0, 2.0)
+        _check_range("volume", merged.volume, 0.0, 10.0)
+        _check_range("sentence_silence", merged.sentence_silence, 0.0, 10.0)
+        _check_range("sample_rate", merged.sample_rate, 8000, 192_000)
+        return merged
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _check_range(name: str, value: float | None, low: float, high: float) -> None:
+    if value is not None and not low <= value <= high:
+        raise BadRequestError(f"{name} {value} is out of range ({low} to {high})")
+
+
+class AudioCache:
+    """Synthesized pieces by (voice, options, rate, text), least recently used out first, bounded in bytes.
+
+    Used from the event loop only, so it needs no lock.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max(0, max_bytes)
+        self.size_bytes = 0
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Hashable) -> bytes | None:
+        pcm = self._items.get(key)
+        if pcm is not None:
+            self._items.move_to_end(key)
+        return pcm
+
+    def put(self, key: Hashable, pcm: bytes) -> None:
+        if len(pcm) > self.max_bytes // 4 or key in self._items:
+            return  # one long piece must not flush every short phrase out
+        self._items[key] = pcm
+        self.size_bytes += len(pcm)
+        while self.size_bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self.size_bytes -= len(old)
+
+
+@dataclass
+class TtsStats:
+    requests: int = 0
+    pieces_synthesized: int = 0
+    cache_hits: int = 0
+    synthesis_seconds: float = 0.0
+
+
+# ---- the facade --------------------------------------------------------------------------------
+
+VoiceLoader = Callable[[VoiceFiles], Synthesizer]
+
+
+class TextToSpeech:
+    """Text-to-speech for every front end: `await tts.open(...)` validates and loads, `speech.stream(...)` speaks."""
+
+    def __init__(
+        self,
+        settings: TtsSettings,
+        manager: ModelManager,
+        data_dirs: tuple[Path, ...] = (),
+        local_files_only: bool = False,
+        *,
+        splitter: SplitterConfig = DEFAULT_CONFIG,
+        load_voice: VoiceLoader | None = None,
+        voice_url_format: str = VOICE_URL_FORMAT,
+        rescan_seconds: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.data_dirs = data_dirs
+        self.local_files_only = local_files_only
+        self.splitter = splitter
+        self.cache = AudioCache(int(settings.cache_mb * 1024 * 1024))
+        self.stats = TtsStats()
+        self._load_voice: VoiceLoader = load_voice or PiperSynthesizer.load
+        self._url_format = voice_url_format
+        self._rescan_seconds = rescan_seconds
+        self._files: dict[str, VoiceFiles] = {}
+        self._infos: dict[str, VoiceInfo] = {}
+        self._config_cache: dict[tuple[Path, float], VoiceInfo] = {}
+        self._scanned_at = 0.0
+        self._rescan()
+
+    # ---- voices ----------------------------------------------------------------------------
+
+    def _rescan(self) -> None:
+        files: dict[str, VoiceFiles] = {}
+        bundled = bundled_voice()
+        if bundled is not None:
+            files[bundled.name] = bundled
+        files.update(scan_voices(self.data_dirs))  # a data-dir copy overrides the bundled one
+        configured = voice_files_for_path(Path(self.settings.voice).expanduser())
+        if configured is not None:
+            files[configured.name] = configured
+        infos: dict[str, VoiceInfo] = {}
+        for name, entry in files.items():
+            try:
+                stamp = (entry.config, entry.config.stat().st_mtime)
+            except OSError:
+                continue
+            info = self._config_cache.get(stamp)
+            if info is None:
+                config = read_voice_config(entry.config)
+                if config is None:
+                    continue
+                info = self._config_cache[stamp] = voice_info(name, config)
+            infos[name] = info
+        self._files = {name: files[name] for name in infos}
+        self._infos = infos
+        self._scanned_at = time.monotonic()
+
+    def voices(self) -> list[VoiceInfo]:
+        """Every voice that can be spoken now, without loading any (cheap: for `describe` and /v1/models)."""
+        if time.monotonic() - self._scanned_at > self._rescan_seconds:
+            self._rescan()
+        return [self._infos[name] for name in sorted(self._infos)]
+
+    @property
+    def default_voice(self) -> str:
+        configured = voice_files_for_path(Path(self.settings.voice).expanduser())
+        if configured is not None:
+            return configured.name
+        return match_voice(self.settings.voice, self._infos) or self.settings.voice
+
+    def choose(self, voice: str | None = None, language: str | None = None) -> tuple[str, VoiceFiles | None]:
+        """The voice a request means: (name, files), files None when it will be downloaded on load.
+
+        UnknownVoiceError (naming the available voices) when nothing matches.
+        """
+        if not voice and language:
+            voice = voice_for_language(language, list(self._infos.values()), self.default_voice)
+            if voice is None:
+                languages = {code for info in self._infos.values() for code in info.languages}
+                raise UnknownVoiceError(f"no voice speaks {language!r}; available languages: {name_list(languages)}")
+        requested = voice or self.settings.voice
+        if requested.endswith(".onnx") or "/" in requested:
+            files = voice_files_for_path(Path(requested).expanduser())
+            if files is None:
+                raise UnknownVoiceError(f"no Piper voice at {requested} (needs the .onnx and its .onnx.json)")
+            return files.name, files
+        name = match_voice(requested, self._infos)
+        if name is None:
+            self._rescan()  # a voice copied into a data dir since the last look
+            name = match_voice(requested, self._infos)
+        if name is not None:
+            return name, self._files[name]
+        available = name_list(self._infos)
+        if VOICE_PATTERN.match(requested):
+            if self.local_files_only:
+                raise UnknownVoiceError(
+                    f"voice {requested!r} is not installed and downloads are off (--local-files-only); "
+                    f"available: {available}"
+                )
+            if self.data_dirs:
+                return requested, None
+        raise UnknownVoiceError(f"voice {requested!r} is not installed; available: {available}")
+
+    def _loader(self, name: str, files: VoiceFiles | None) -> tuple[str, Callable[[], Synthesizer]]:
+        download_dir = self.data_dirs[0] if self.data_dirs else Path()
+        model = files.model if files is not None else download_dir / f"{name}.onnx"
+
+        def load() -> Synthesizer:
+            found = files or download_voice(name, download_dir, self._url_format)
+            return self._load_voice(found)
+
+        return f"piper:{model.resolve()}", load
+
+    # ---- requests --------------------------------------------------------------------------
+
+    def check_text(self, text: str) -> None:
+        """EmptyTextError / TextTooLongError before anything is synthesized (HTTP: before the first byte)."""
+        if not text or not text.strip():
+            raise EmptyTextError("text is empty")
+        if len(text) > self.settings.max_text_chars:
+            raise TextTooLongError(
+                f"text has {len(text)} characters; the limit is {self.settings.max_text_chars} (--max-text-chars)"
+            )
+
+    def pieces(self, text: str, text_format: str | None = None) -> list[str]:
+        """The pieces a whole text is spoken in; errors for empty, too long or unspeakable text."""
+        self.check_text(text)
+        if _text_format(text_format) == "ssml":
+            stripper = SsmlStripper()
+            text = stripper.feed(text) + stripper.finish()
+        pieces = split_text(text, self.splitter)
+        if not pieces:
+            raise EmptyTextError("the text has nothing to speak (only markup, code or symbols)")
+        return pieces
+
+    async def open(
+        self,
+        voice: str | None = None,
+        *,
+        language: str | None = None,
+        speaker: str | int | None = None,
+        options: SpeechOptions | None = None,
+    ) -> Speech:
+        """Choose and load the voice (downloading it when allowed), check speaker and options."""
+        merged = (options or SpeechOptions()).over(self.settings)
+        name, files = self.choose(voice, language)
+        key, load = self._loader(name, files)
+        synth = await self.manager.get(key, load)
+        if files is None:
+            self._rescan()  # the downloaded voice is now installed
+        if speaker is None and name == self.default_voice:
+            speaker = self.settings.speaker
+        synthesis = SynthesisOptions(
+            speaker_id=speaker_id_for(speaker, synth.info),
+            length_scale=merged.length_scale,
+            noise_scale=merged.noise_scale,
+            noise_w=merged.noise_w,
+            volume=1.0 if merged.volume is None else merged.volume,
+        )
+        rate = merged.sample_rate or synth.info.sample_rate
+        silence = merged.sentence_silence or 0.0
+        return Speech(self, key, load, synth, synthesis, rate, silence)
+
+    async def synthesize(self, text: str, voice: str | None = None, **kwargs: Any) -> tuple[bytes, AudioFormat]:
+        """A whole text as one PCM buffer (for callers that do not stream)."""
+        speech = await self.open(voice, **kwargs)
+        chunks = [pcm async for pcm in speech.stream(text)]
+        return b"".join(chunks), speech.format
+
+    async def preload(self) -> None:
+        """Load the default voice and run it once, so the first request pays neither."""
+        speech = await self.open()
+        await self.manager.run(render_piece, speech.synth, "Ready.", speech.synthesis, speech.format.rate)
+
+    async def render(self, key: str, synth: Synthesizer, piece: str, synthesis: SynthesisOptions, rate: int) -> bytes:
+        cache_key = (key, synthesis, rate, piece)
+        cached = self.cache.get(cache_key)
+        if cached is not None:
+            self.stats.cache_hits += 1
+            return cached
+        started = time.perf_counter()
+        try:
+            pcm = await self.manager.run(render_piece, synth, piece, synthesis, rate)
+        except MinervaError:
+            raise
+        except Exception as err:
+            raise InferenceError(f"synthesis failed: {err}") from err
+        self.stats.pieces_synthesized += 1
+        self.stats.synthesis_seconds += time.perf_counter() - started
+        self.cache.put(cache_key, pcm)
+        return pcm
+
+
+def _text_format(text_format: str | None) -> str:
+    value = (text_format or "text").lower()
+    if value not in TEXT_FORMATS:
+        raise UnsupportedTextFormatError(
+            f"text_format {text_format!r} is not supported (use {', '.join(TEXT_FORMATS)})"
+        )
+    return value
+
+
+class Speech:
+    """One request with its voice loaded and options fixed; `format` is the one format of all its audio."""
+
+    def __init__(
+        self,
+        tts: TextToSpeech,
+        key: str,
+        load: Callable[[], Synthesizer],
+        synth: Synthesizer,
+        synthesis: SynthesisOptions,
+        rate: int,
+        silence: float,
+    ) -> None:
+        self._tts = tts
+        self._key = key
+        self._load = load
+        self.synth = synth
+        self.voice: VoiceInfo = synth.info
+        self.synthesis = synthesis
+        self.format = AudioFormat(rate, 2, 1)
+        self._extra_silence = silence
+        self._previous: str | None = None  # the piece spoken last, which decides the pause before the next
+
+    async def stream(self, text: str | AsyncIterable[str], text_format: str | None = None) -> AsyncIterator[bytes]:
+        """PCM per piece, each as soon as it is synthesized. `text` is a whole text or its deltas as they come.
+
+        Errors: EmptyTextError, TextTooLongError, UnsupportedTextFormatError, QueueFullError, InferenceError.
+        A whole text is checked before the first piece; deltas are checked as they arrive.
+        """
+        self._tts.stats.requests += 1
+        self._previous = None
+        async with self._tts.manager.use(self._key, self._load):  # an idle sweep never unloads it mid-answer
+            if isinstance(text, str):
+                for piece in self._tts.pieces(text, text_format):
+                    yield await self._speak(piece)
+                return
+            ssml = SsmlStripper() if _text_format(text_format) == "ssml" else None
+            splitter = SentenceSplitter(self._tts.splitter)
+            limit, total = self._tts.settings.max_text_chars, 0
+            async for delta in text:
+                total += len(delta)
+                if total > limit:
+                    raise TextTooLongError(
+                        f"the streamed text passed the limit of {limit} characters (--max-text-chars)"
+                    )
+                for piece in splitter.feed(ssml.feed(delta) if ssml else delta):
+                    yield await self._speak(piece)
+            for piece in splitter.feed(ssml.finish()) + splitter.finish() if ssml else splitter.finish():
+                yield await self._speak(piece)
+            if self._previous is None:
+                raise EmptyTextError("the text has nothing to speak" if total else "text is empty")
+
+    async def _speak(self, piece: str) -> bytes:
+        pcm = await self._tts.render(self._key, self.synth, piece, self.synthesis, self.format.rate)
+        previous, self._previous = self._previous, piece
+        if previous is None:
+            return pcm
+        pause = SENTENCE_PAUSE + self._extra_silence if ends_sentence(previous) else CLAUSE_PAUSE
+        return bytes(2 * round(pause * self.format.rate)) + pcm
