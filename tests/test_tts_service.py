@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 import wave
+from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import fixture_path, wyoming_client
 from tts_helpers import FIVE_SENTENCES, Answer, joe, read_answer, send_stream, token_deltas, tts_server
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
+from wyoming_minerva.app import App
+from wyoming_minerva.errors import MinervaError
 from wyoming_minerva.models.piper import PiperSynthesizer
-from wyoming_minerva.settings import TtsSettings
+from wyoming_minerva.settings import DiscoverySettings, ListenUri, Service, Settings, TtsSettings
 
 __all__ = ["joe"]  # the session fixture, imported for pytest
 
@@ -269,3 +273,28 @@ async def test_chunk_outside_a_stream_is_an_error_and_the_connection_stays(joe: 
         after = await read_answer(client, "info", timeout=5)
     assert stray.events[0].data["code"] == "bad_request"
     assert after.types == ["info"]
+
+
+async def test_app_serves_tts_and_refuses_to_start_with_a_missing_voice(tmp_path: Path) -> None:
+    def settings(**tts: object) -> Settings:
+        return Settings(
+            tts_uri=ListenUri("tcp", "127.0.0.1", 0),
+            data_dirs=(tmp_path,),
+            local_files_only=True,
+            discovery=DiscoverySettings(enabled=False),
+            tts=TtsSettings(**tts),  # type: ignore[arg-type]
+        )
+
+    app = App(settings())
+    await app.start()
+    try:
+        assert app.engines.tts is not None
+        async with wyoming_client(app.port(Service.TTS)) as client:
+            await send_stream(client, "Hello from the app.")
+            answer = await read_answer(client, "synthesize-stopped")
+        assert answer.types[0] == "audio-start"
+    finally:
+        await app.stop()
+    for bad in ({"voice": "xx_XX-missing-low"}, {"speaker": "nobody"}):
+        with pytest.raises(MinervaError):
+            await App(settings(**bad)).start()

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from .discovery import Advertiser, Endpoint
 from .errors import MinervaError
 from .handlers.asr import AsrHandler
+from .handlers.tts import TtsHandler
 from .models.manager import ModelManager
+from .models.piper import TextToSpeech
 from .models.whisper import SpeechToText
 from .server import EventSink, HandlerFactory, WyomingServer
 from .settings import Service, Settings
@@ -31,6 +33,7 @@ class Engines:
     """The engines every front end shares (Wyoming handlers and the HTTP API)."""
 
     stt: SpeechToText | None = None
+    tts: TextToSpeech | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
 
@@ -53,6 +56,10 @@ class App:
         if service is Service.ASR:
             stt = self.engines.stt = SpeechToText(settings.asr, manager, settings.data_dirs, settings.local_files_only)
             return lambda sink: AsrHandler(sink, stt, settings.asr)
+        if service is Service.TTS:
+            tts = self.engines.tts = TextToSpeech(settings.tts, manager, settings.data_dirs, settings.local_files_only)
+            tts.check_defaults()  # a wrong --voice/--speaker fails the start, not the first request
+            return lambda sink: TtsHandler(sink, tts)
         raise StartupError(f"the {service.value} service is not available in this build")
 
     async def start(self) -> None:
@@ -100,6 +107,8 @@ class App:
     async def preload(self) -> None:
         if self.engines.stt is not None:
             await self.engines.stt.preload()
+        if self.engines.tts is not None:
+            await self.engines.tts.preload()
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish within the grace time, then close everything."""

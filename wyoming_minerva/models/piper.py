@@ -261,7 +261,7 @@ class TextToSpeech:
         self._rescan_seconds = rescan_seconds
         self._files: dict[str, VoiceFiles] = {}
         self._infos: dict[str, VoiceInfo] = {}
-        self._config_cache: dict[tuple[Path, float], VoiceInfo] = {}
+        self._configs: dict[tuple[Path, float], dict[str, Any] | None] = {}
         self._scanned_at = 0.0
         self._rescan()
 
@@ -272,26 +272,27 @@ class TextToSpeech:
         bundled = bundled_voice()
         if bundled is not None:
             files[bundled.name] = bundled
-        files.update(scan_voices(self.data_dirs))  # a data-dir copy overrides the bundled one
+        files.update(scan_voices(self.data_dirs, lambda config: self._info_for(config) is not None))
         configured = voice_files_for_path(Path(self.settings.voice).expanduser())
         if configured is not None:
             files[configured.name] = configured
-        infos: dict[str, VoiceInfo] = {}
-        for name, entry in files.items():
-            try:
-                stamp = (entry.config, entry.config.stat().st_mtime)
-            except OSError:
-                continue
-            info = self._config_cache.get(stamp)
-            if info is None:
-                config = read_voice_config(entry.config)
-                if config is None:
-                    continue
-                info = self._config_cache[stamp] = voice_info(name, config)
-            infos[name] = info
+        infos = {name: info for name, entry in files.items() if (info := self._info_for(entry.config, name))}
         self._files = {name: files[name] for name in infos}
         self._infos = infos
         self._scanned_at = time.monotonic()
+
+    def _info_for(self, config_path: Path, name: str | None = None) -> VoiceInfo | None:
+        """A voice's info from its config, read once per version of the file (describe stays cheap)."""
+        try:
+            stamp = (config_path, config_path.stat().st_mtime)
+        except OSError:
+            return None
+        if stamp not in self._configs:
+            self._configs[stamp] = read_voice_config(config_path)
+        config = self._configs[stamp]
+        if config is None:
+            return None
+        return voice_info(name or config_path.name.removesuffix(".onnx.json"), config)
 
     def voices(self) -> list[VoiceInfo]:
         """Every voice that can be spoken now, without loading any (cheap: for `describe` and /v1/models)."""
@@ -338,6 +339,13 @@ class TextToSpeech:
             if self.data_dirs:
                 return requested, None
         raise UnknownVoiceError(f"voice {requested!r} is not installed; available: {available}")
+
+    def check_defaults(self) -> None:
+        """At start: the configured voice (and speaker) exist or can be downloaded, else UnknownVoiceError."""
+        name, files = self.choose()
+        info = self._infos.get(name)
+        if files is not None and info is not None:
+            speaker_id_for(self.settings.speaker, info)
 
     def _loader(self, name: str, files: VoiceFiles | None) -> tuple[str, Callable[[], Synthesizer]]:
         download_dir = self.data_dirs[0] if self.data_dirs else Path()

@@ -10,7 +10,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,13 +105,16 @@ def voice_files_for_path(path: Path) -> VoiceFiles | None:
     return None
 
 
-def scan_voices(data_dirs: Iterable[Path]) -> dict[str, VoiceFiles]:
-    """Every voice (.onnx with its .onnx.json) in the data dirs; the first dir wins for a name."""
+def scan_voices(
+    data_dirs: Iterable[Path], is_voice_config: Callable[[Path], bool] | None = None
+) -> dict[str, VoiceFiles]:
+    """Every voice (.onnx with a Piper .onnx.json beside it) in the data dirs; the first dir wins for a name."""
+    check = is_voice_config or (lambda path: read_voice_config(path) is not None)
     found: dict[str, VoiceFiles] = {}
     for data_dir in data_dirs:
         for model in _onnx_files(Path(data_dir), _SCAN_DEPTH):
             config = model.with_name(model.name + ".json")
-            if model.stem not in found and config.is_file():
+            if model.stem not in found and config.is_file() and check(config):
                 found[model.stem] = VoiceFiles(model.stem, model, config)
     return found
 
@@ -146,7 +149,7 @@ def match_voice(requested: str, names: Iterable[str]) -> str | None:
         return exact[0]
     short = []
     for name in names:
-        parts = canonical(name).split("-")
+        parts = [canonical(part) for part in name.split("-")]
         forms = {"-".join(parts[:2]), parts[1] if len(parts) > 1 else parts[0], "-".join(parts[1:])}
         if wanted in forms:
             short.append(name)
