@@ -177,3 +177,14 @@ def test_discovery_flags_and_environment() -> None:
     assert not parse_settings([], env={"MINERVA_ZEROCONF": "off"}).discovery.enabled
     assert parse_settings([], env={"MINERVA_ZEROCONF": "kitchen"}).discovery.name == "kitchen"
     assert parse_settings([], env={"MINERVA_ZEROCONF_HOST": "10.0.0.3"}).discovery.host == "10.0.0.3"
+
+
+async def test_a_name_already_answered_for_gets_a_numbered_name_instead_of_failing() -> None:
+    name = unique_name()
+    endpoint = [Endpoint(Service.ASR, "127.0.0.1", 10300)]
+    async with (
+        Advertiser(DiscoverySettings(name=name), endpoint) as first,
+        Advertiser(DiscoverySettings(name=name), endpoint) as second,
+    ):
+        assert [a.instance for a in first.advertised] == [instance_name(name, Service.ASR)]
+        assert [a.instance for a in second.advertised] == [f"{name}-asr-2.{SERVICE_TYPE}"]

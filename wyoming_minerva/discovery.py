@@ -231,7 +231,7 @@ class Advertiser:
         try:
             announced = await self._zeroconf.async_register_service(info)
         except NonUniqueNameException:
-            # Someone else answers for our stable name: take "<name> (2)" rather than not being found.
+            # Someone else answers for our stable name: take "<name>-2" rather than not being found.
             _LOGGER.warning("%s is taken on this network; letting zeroconf pick another name", info.name)
             announced = await self._zeroconf.async_register_service(info, allow_name_change=True)
         except BadTypeInNameException as err:
