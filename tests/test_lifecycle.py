@@ -91,17 +91,22 @@ async def minerva(*args: str, port: int | None = None) -> AsyncIterator[Minerva]
             await proc.wait()
 
 
-async def test_sigterm_withdraws_the_zeroconf_record_and_exits_0() -> None:
+async def test_one_process_announces_each_service_and_withdraws_them_on_sigterm() -> None:
     name = unique_name()
-    instance = instance_name(name, Service.ASR)
-    async with loopback_browser() as browser, minerva("--zeroconf", name) as server:
+    tts_port = free_port()
+    asr, tts = instance_name(name, Service.ASR), instance_name(name, Service.TTS)
+    async with (
+        loopback_browser() as browser,
+        minerva("--tts-uri", f"tcp://127.0.0.1:{tts_port}", "--zeroconf", name) as server,
+    ):
         await server.wait_ready()
-        await browser.wait_for({instance}, timeout=15)
-        assert await browser.resolve(instance) == (server.port, ["127.0.0.1"])
+        await browser.wait_for({asr, tts}, timeout=15)
+        assert await browser.resolve(asr) == (server.port, ["127.0.0.1"])
+        assert await browser.resolve(tts) == (tts_port, ["127.0.0.1"])
         code, err = await server.stop(signal.SIGTERM)
         assert code == 0, err
         assert "Traceback" not in err
-        await browser.wait_for({instance}, gone=True, timeout=5)
+        await browser.wait_for({asr, tts}, gone=True, timeout=5)
 
 
 async def test_sigint_exits_0_and_stops_listening() -> None:
