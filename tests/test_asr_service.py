@@ -64,13 +64,13 @@ async def test_synthesized_speech_full_event_sequence(speech: Speech) -> None:
 
 
 async def test_endpointing_answers_before_audio_stop_and_connection_stays_open(speech: Speech) -> None:
-    command = speech.say("Set a timer for five minutes.")
+    command = speech.say("Turn off the bedroom fan.")
     async with asr_server() as (server, _), wyoming_client(server.port) as client:
         await client.write_event(Transcribe(language="en").event())
         await send_audio(client, command + speech.silence(3.0), speech.rate)
         # No audio-stop yet: the server must find the end of speech itself.
         events = await read_until(client, "transcript-stop", timeout=30)
-        assert normalise(transcript_text(events)) == "set a timer for five minutes"
+        assert normalise(transcript_text(events)) == "turn off the bedroom fan"
         # Audio after the endpoint is ignored; audio-stop then brings no second transcript.
         await send_chunks(client, speech.silence(0.5), speech.rate)
         await client.write_event(AudioStop().event())

@@ -28,7 +28,8 @@ from .info import VERSION, WHISPER_ATTRIBUTION, DescribingHandler
 _LOGGER = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-TRAILING_PAD_SAMPLES = SAMPLE_RATE * 3 // 10  # keep 300 ms after the last speech frame
+TRAILING_PAD_SAMPLES = SAMPLE_RATE * 3 // 10  # 300 ms after the last speech frame
+LEADING_PAD_SAMPLES = SAMPLE_RATE // 10  # 100 ms before the audio
 
 
 def asr_info(stt: SpeechToText, settings: AsrSettings) -> Info:
@@ -209,7 +210,16 @@ class AsrHandler(DescribingHandler):
 
     def _decode(self, utterance: Utterance, speech_end: int, whole: bool = False) -> Decode:
         end = utterance.samples if whole else min(utterance.samples, speech_end + TRAILING_PAD_SAMPLES)
-        audio = pcm16_to_float(bytes(utterance.audio[: end * 2]))
+        # Whisper is surer of the first and last words with a little silence around them (a speculative decode
+        # starts only 60 ms after the speech), so pad with digital silence where the audio has none yet.
+        missing = max(0, speech_end + TRAILING_PAD_SAMPLES - end)
+        audio = np.concatenate(
+            (
+                np.zeros(LEADING_PAD_SAMPLES, np.float32),
+                pcm16_to_float(bytes(utterance.audio[: end * 2])),
+                np.zeros(missing, np.float32),
+            )
+        )
         options = self.stt.options(language=utterance.language, hints=utterance.hints)
         return Decode(self.stt, audio, options, speech_end)
 
