@@ -67,8 +67,10 @@ async def tts_server(
     settings: TtsSettings | None = None,
     data_dirs: Sequence[Path] = (),
     workers: int = 2,
+    manager: ModelManager | None = None,
 ) -> AsyncIterator[tuple[WyomingServer, TextToSpeech]]:
-    manager = ModelManager(workers=workers, queue_size=16)
+    own_manager = manager is None
+    manager = manager or ModelManager(workers=workers, queue_size=16)
     tts = TextToSpeech(
         settings or TtsSettings(), manager, tuple(data_dirs), local_files_only=True, load_voice=reuse_bundled(joe)
     )
@@ -76,7 +78,8 @@ async def tts_server(
         async with wyoming_server("tts", lambda sink: TtsHandler(sink, tts)) as server:
             yield server, tts
     finally:
-        await manager.close()
+        if own_manager:
+            await manager.close()
 
 
 @dataclass

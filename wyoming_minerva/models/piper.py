@@ -8,19 +8,22 @@ piece, so concurrent requests take turns piece by piece instead of waiting for w
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..audio import AudioFormat, convert_pcm
-from ..errors import BadRequestError, InferenceError, MinervaError
+from ..errors import BadRequestError, InferenceError, MinervaError, QueueFullError
 from ..sentences import DEFAULT_CONFIG, SentenceSplitter, SplitterConfig, SsmlStripper, split_text
 from ..settings import TtsSettings
 from .base import SynthesisOptions, Synthesizer, VoiceInfo
@@ -91,6 +94,7 @@ class PiperSynthesizer:
             raise UnknownVoiceError(f"{files.config} is not a Piper voice config")
         options = onnxruntime.SessionOptions()
         options.inter_op_num_threads = 1
+        options.enable_mem_pattern = False  # patterns are per input shape, and every sentence has its own
         if threads:
             options.intra_op_num_threads = threads
         session = onnxruntime.InferenceSession(
@@ -248,6 +252,7 @@ class TextToSpeech:
         load_voice: VoiceLoader | None = None,
         voice_url_format: str = VOICE_URL_FORMAT,
         rescan_seconds: float = 5.0,
+        threads: int | None = None,
     ) -> None:
         self.settings = settings
         self.manager = manager
@@ -256,7 +261,15 @@ class TextToSpeech:
         self.splitter = splitter
         self.cache = AudioCache(int(settings.cache_mb * 1024 * 1024))
         self.stats = TtsStats()
-        self._load_voice: VoiceLoader = load_voice or PiperSynthesizer.load
+        # One synthesis uses `threads` cores; a voice runs as many at once as the cores allow (one on a small
+        # machine). Requests take turns piece by piece, so a second client waits for one piece, not one answer,
+        # and memory stays that of one synthesis per voice.
+        cores = os.cpu_count() or 1
+        self.threads = threads or min(cores, 4)
+        self.parallel_per_voice = max(1, cores // self.threads)
+        self._turns: dict[str, asyncio.Semaphore] = {}
+        self._waiting = 0  # pieces waiting for their voice's turn (bounded like the executor's queue)
+        self._load_voice: VoiceLoader = load_voice or partial(PiperSynthesizer.load, threads=self.threads)
         self._url_format = voice_url_format
         self._rescan_seconds = rescan_seconds
         self._files: dict[str, VoiceFiles] = {}
@@ -424,6 +437,14 @@ class TextToSpeech:
         if cached is not None:
             self.stats.cache_hits += 1
             return cached
+        turn = self._turns.setdefault(key, asyncio.Semaphore(self.parallel_per_voice))
+        if self._waiting >= self.manager.capacity:
+            raise QueueFullError(f"{self._waiting} text-to-speech pieces are waiting; try again shortly")
+        self._waiting += 1
+        try:
+            await turn.acquire()
+        finally:
+            self._waiting -= 1
         started = time.perf_counter()
         try:
             pcm = await self.manager.run(render_piece, synth, piece, synthesis, rate)
@@ -431,6 +452,8 @@ class TextToSpeech:
             raise
         except Exception as err:
             raise InferenceError(f"synthesis failed: {err}") from err
+        finally:
+            turn.release()
         self.stats.pieces_synthesized += 1
         self.stats.synthesis_seconds += time.perf_counter() - started
         self.cache.put(cache_key, pcm)
