@@ -120,6 +120,31 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class RealtimeSettings:
+    """Live speech-to-text over WebSocket (http/realtime.py, http/stream_stt.py; engine in models/live.py)."""
+
+    max_sessions: int = 16  # live sessions at once; more get `session_limit`
+    overflow: str = "reject"  # a final arriving at a full queue: "reject" it or "drop_oldest" waiting one
+    queue_size: int = 16  # finals waiting for an inference worker, over all live sessions
+    vad_aggressiveness: int = 2
+    silence_ms: int = 400  # silence that ends an utterance (a client may ask for another)
+    interim_ms: int = 600  # new audio between interim refreshes; 0 = no interims
+    max_utterance_seconds: float = 30.0  # longer speech is cut into utterances of this length
+    max_buffer_seconds: float = 60.0  # audio a session may have waiting for its finals; beyond: buffer_overflow
+    max_frame_bytes: int = 1024 * 1024  # one WebSocket message; larger ones are refused
+
+    def validate(self) -> None:
+        if self.overflow not in ("reject", "drop_oldest"):
+            raise ConfigError("--realtime-overflow must be reject or drop_oldest")
+        if not 0 <= self.vad_aggressiveness <= 3:
+            raise ConfigError("--realtime-vad-aggressiveness must be 0, 1, 2 or 3")
+        if self.max_sessions < 1 or self.queue_size < 1:
+            raise ConfigError("--realtime-max-sessions and --realtime-queue-size must be at least 1")
+        if self.silence_ms < 90 or self.interim_ms < 0 or self.max_utterance_seconds < 1:
+            raise ConfigError("--realtime-silence-ms >= 90, --realtime-interim-ms >= 0, utterances >= 1 s")
+
+
+@dataclass(frozen=True)
 class Settings:
     asr_uri: ListenUri | None = None
     tts_uri: ListenUri | None = None
@@ -138,6 +163,7 @@ class Settings:
     tts: TtsSettings = field(default_factory=TtsSettings)
     wake: WakeSettings = field(default_factory=WakeSettings)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
 
     @property
     def services(self) -> dict[Service, ListenUri]:
@@ -166,3 +192,4 @@ class Settings:
             raise ConfigError("--queue-size must not be negative")
         if not 0 <= self.asr.vad_aggressiveness <= 3:
             raise ConfigError("--vad-aggressiveness must be 0, 1, 2 or 3")
+        self.realtime.validate()
