@@ -94,18 +94,25 @@ async def request(port: int, text: str, streaming: bool) -> Timing:
     return Timing(first - started, done - started, audio_bytes / 2 / rate)
 
 
-async def repeat(port: int, text: str, streaming: bool, runs: int) -> list[Timing]:
-    await request(port, text, streaming)  # warm-up: first use of these input lengths
-    return [await request(port, text, streaming) for _ in range(runs)]
+async def repeat(ports: dict[str, int], text: str, streaming: bool, runs: int) -> dict[str, list[Timing]]:
+    """Runs alternate between the servers, so load from elsewhere on the machine hits them alike."""
+    for port in ports.values():
+        await request(port, text, streaming)  # warm-up: first use of these input lengths
+    timings: dict[str, list[Timing]] = {name: [] for name in ports}
+    for _ in range(runs):
+        for name, port in ports.items():
+            timings[name].append(await request(port, text, streaming))
+    return timings
 
 
-async def concurrent(port: int, clients: int, rounds: int) -> list[list[float]]:
+async def concurrent(ports: dict[str, int], clients: int, rounds: int) -> dict[str, list[list[float]]]:
     """First-audio times of `clients` simultaneous streamed answers, sorted, per round."""
-    results = []
+    results: dict[str, list[list[float]]] = {name: [] for name in ports}
     for _ in range(rounds):
-        timings = await asyncio.gather(*(request(port, FIVE, True) for _ in range(clients)))
-        results.append(sorted(t.first_audio for t in timings))
-        await asyncio.sleep(0.2)
+        for name, port in ports.items():
+            timings = await asyncio.gather(*(request(port, FIVE, True) for _ in range(clients)))
+            results[name].append(sorted(t.first_audio for t in timings))
+            await asyncio.sleep(0.2)
     return results
 
 
@@ -138,18 +145,23 @@ def reference_process(python: str, port: int) -> Iterator[subprocess.Popen[bytes
                 proc.wait()
 
 
-async def run_scenarios(port: int, runs: int, rounds: int, report: Callable[[str, str], None]) -> None:
+Report = Callable[[str, str, str], None]
+
+
+async def run_scenarios(ports: dict[str, int], runs: int, rounds: int, report: Report) -> None:
     for label, text in (("short sentence", SHORT), ("5-sentence answer", FIVE)):
         for streaming in (False, True):
-            timings = await repeat(port, text, streaming, runs)
+            timings = await repeat(ports, text, streaming, runs)
             kind = "stream" if streaming else "plain "
-            report(f"{label:18} {kind} first audio", ms([t.first_audio for t in timings]))
-            report(f"{label:18} {kind} total      ", ms([t.total for t in timings]))
+            for name, values in timings.items():
+                report(name, f"{label:18} {kind} first audio", ms([t.first_audio for t in values]))
+                report(name, f"{label:18} {kind} total      ", ms([t.total for t in values]))
     for clients in (2, 4):
-        rows = await concurrent(port, clients, rounds)
-        for rank in range(clients):
-            values = [row[rank] for row in rows]
-            report(f"{clients} clients stream: client {rank + 1} first audio", ms(values))
+        rows = await concurrent(ports, clients, rounds)
+        for name, by_round in rows.items():
+            for rank in range(clients):
+                values = [row[rank] for row in by_round]
+                report(name, f"{clients} clients stream: client {rank + 1} first audio", ms(values))
 
 
 async def main() -> None:
@@ -164,41 +176,42 @@ async def main() -> None:
     print(f"CPU cores: {os.cpu_count()}, load average {load[0]:.2f} {load[1]:.2f} (other work makes figures noisy)")
     rows: dict[str, dict[str, str]] = {}
 
-    def reporter(column: str) -> Callable[[str, str], None]:
-        def report(label: str, value: str) -> None:
-            rows.setdefault(label, {})[column] = value
-            print(f"  [{column}] {label}: {value}", flush=True)
+    def report(column: str, label: str, value: str) -> None:
+        rows.setdefault(label, {})[column] = value
+        print(f"  [{column}] {label}: {value}", flush=True)
 
-        return report
-
-    port = free_port()
+    port, ref_port = free_port(), free_port()
     extra = ["--workers", str(args.workers)] if args.workers else []
     common = ["--tts-uri", f"tcp://127.0.0.1:{port}", "--preload", "--local-files-only", *extra]
-    with server_process([*common, "--tts-cache-mb", "0"]) as proc:
+    with contextlib.ExitStack() as stack:
+        ours = stack.enter_context(server_process([*common, "--tts-cache-mb", "0"]))
+        ports = {"minerva": port}
         await wait_ready(port)
-        await run_scenarios(port, args.runs, args.rounds, reporter("minerva"))
-        rss = peak_rss_mib(proc.pid)
-    with server_process(common) as proc:
+        if args.reference:
+            theirs = stack.enter_context(reference_process(args.reference, ref_port))
+            await wait_ready(ref_port)
+            ports["wyoming-piper"] = ref_port
+        await run_scenarios(ports, args.runs, args.rounds, report)
+        report("minerva", "peak RSS (voice loaded, all scenarios)", f"{peak_rss_mib(ours.pid):6.0f} MiB")
+        if args.reference:
+            report("wyoming-piper", "peak RSS (voice loaded, all scenarios)", f"{peak_rss_mib(theirs.pid):6.0f} MiB")
+    with server_process(common):
         await wait_ready(port)
         await request(port, "Turned on the lights.", False)  # fills the cache
         hits = [await request(port, "Turned on the lights.", False) for _ in range(args.runs)]
-        reporter("minerva")("cache hit plain     first audio", ms([t.first_audio for t in hits]))
-        reporter("minerva")("cache hit plain     total      ", ms([t.total for t in hits]))
-    reporter("minerva")("peak RSS (voice loaded, all scenarios)", f"{rss:6.0f} MiB")
-
-    if args.reference:
-        ref_port = free_port()
-        with reference_process(args.reference, ref_port) as proc:
-            await wait_ready(ref_port)
-            await run_scenarios(ref_port, args.runs, args.rounds, reporter("wyoming-piper"))
-            reporter("wyoming-piper")("peak RSS (voice loaded, all scenarios)", f"{peak_rss_mib(proc.pid):6.0f} MiB")
+        report("minerva", "cache hit plain     first audio", ms([t.first_audio for t in hits]))
+        report("minerva", "cache hit plain     total      ", ms([t.total for t in hits]))
 
     columns = ["minerva"] + (["wyoming-piper"] if args.reference else [])
     width = max(len(label) for label in rows)
     print()
-    print(f"{'':{width}}  " + "  ".join(f"{c:>22}" for c in columns))
+    print(f"{'':{width}}  " + "  ".join(f"{c:>22}" for c in columns) + ("   ratio" if args.reference else ""))
     for label, values in rows.items():
-        print(f"{label:{width}}  " + "  ".join(f"{values.get(c, '-'):>22}" for c in columns))
+        line = f"{label:{width}}  " + "  ".join(f"{values.get(c, '-'):>22}" for c in columns)
+        if len(values) == 2:
+            ours, theirs = (float(values[c].split()[0]) for c in columns)
+            line += f"   {ours / theirs:.2f}x"
+        print(line)
 
 
 if __name__ == "__main__":

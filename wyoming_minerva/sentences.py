@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -26,6 +25,10 @@ NEVER_FINAL = _words(
 MAYBE_FINAL = _words("etc inc ltd co corp bros a.m p.m u.s u.k e.u jan feb mar apr jun jul aug sep sept oct nov dec")
 # Abbreviations that precede a number ("No. 5", "Vol. 2"): a boundary unless a digit follows.
 BEFORE_NUMBER = _words("no nr vol ch sec art pg pp p op tel ext")
+# Words before which a long piece with no better boundary may be cut (English).
+ENGLISH_PREPOSITIONS = _words(
+    "in on at with for to from of by about after before during into over under near without within between through"
+)
 # Words before which a long first sentence may be cut when it has no clause punctuation (English).
 ENGLISH_CONJUNCTIONS = _words("and but or so because which while although though whereas unless until since then")
 
@@ -60,11 +63,17 @@ _LEADING_JOINER = re.compile(r"^(?:[—–,;:，、；：]|-(?=\s))+\s*")
 
 @dataclass(frozen=True)
 class SplitterConfig:
-    first_piece_chars: int = 40  # a first sentence longer than this is cut at a clause to speak sooner
-    first_piece_hard_chars: int = 100  # ... and at a word when it has no clause boundary at all
-    min_clause_chars: int = 12  # never cut off a clause shorter than this ("Sure," stays with its sentence)
-    max_piece_chars: int = 300  # no piece is longer: bounded work and memory per synthesis
+    # The first piece decides how soon audio starts: a first sentence longer than `first_piece_chars` is cut
+    # at its last clause punctuation so far ("Sure," "Okay, so"), else before a conjunction, and past
+    # `first_piece_hard_chars` before a preposition or at a word.
+    first_piece_chars: int = 24
+    first_min_chars: int = 3
+    first_piece_hard_chars: int = 60
+    min_clause_chars: int = 12  # elsewhere a clause is cut off only when it is at least this long
+    # No piece is longer: synthesis memory grows with the length of a piece (~20 MiB per second of speech).
+    max_piece_chars: int = 110
     conjunctions: frozenset[str] = field(default=ENGLISH_CONJUNCTIONS)
+    prepositions: frozenset[str] = field(default=ENGLISH_PREPOSITIONS)
 
 
 DEFAULT_CONFIG = SplitterConfig()
@@ -260,18 +269,21 @@ class SentenceSplitter:
         cfg = self.config
         if self.pieces_out == 0:
             for length in range(cfg.first_piece_chars + 1, len(text) + 1):
-                cut = _clause_cut(text[:length], cfg.min_clause_chars, cfg.conjunctions)
+                head = text[:length]
+                cut = _punctuation_cut(head, cfg.first_min_chars) or _word_before(
+                    head, cfg.conjunctions, cfg.min_clause_chars
+                )
                 if cut is None and length > cfg.first_piece_hard_chars:
-                    cut = _word_cut(text, cfg.min_clause_chars, cfg.first_piece_hard_chars)
+                    cut = _phrase_cut(head, cfg.min_clause_chars, cfg.first_piece_hard_chars, cfg.prepositions)
                 if cut is not None:
                     return cut
             return None
         if len(text) <= cfg.max_piece_chars:
             return None
         head = text[: cfg.max_piece_chars + 1]
-        cut = _clause_cut(head, cfg.min_clause_chars, cfg.conjunctions)
+        cut = _punctuation_cut(head, cfg.min_clause_chars) or _word_before(head, cfg.conjunctions, cfg.min_clause_chars)
         if cut is None:
-            cut = _word_cut(text, cfg.min_clause_chars, cfg.max_piece_chars) or cfg.max_piece_chars
+            cut = _phrase_cut(text, cfg.min_clause_chars, cfg.max_piece_chars, cfg.prepositions) or cfg.max_piece_chars
         return cut
 
 
@@ -376,29 +388,36 @@ def _balanced(prefix: str) -> bool:
     )
 
 
-def _clause_cut(text: str, min_chars: int, conjunctions: Iterable[str]) -> int | None:
-    """The last clause boundary in `text` that leaves at least `min_chars` before it and some text after."""
+def _punctuation_cut(text: str, min_chars: int) -> int | None:
+    """The last clause punctuation in `text` with at least `min_chars` before it and some text after."""
     best: int | None = None
     for match in _CLAUSE.finditer(text):
         cut = match.start() if match.group()[0].isspace() else match.end()  # a dash goes with the next piece
-        if cut >= min_chars and len(text) - cut >= min_chars // 2 and _balanced(text[:cut]):
-            best = cut
-    if best is not None:
-        return best
-    words = set(conjunctions)
-    for match in re.finditer(r"\s(\w+)(?=\s)", text):
-        cut = match.start() + 1
-        word = match.group(1).lower()
-        if word in words and cut >= min_chars and len(text) - cut >= min_chars and _balanced(text[:cut]):
+        if cut >= min_chars and len(text) - cut >= 6 and _balanced(text[:cut]):
             best = cut
     return best
 
 
-def _word_cut(text: str, min_chars: int, limit: int) -> int | None:
-    cut = text.rfind(" ", min_chars, limit)
-    while cut > 0 and not _balanced(text[:cut]):
-        cut = text.rfind(" ", min_chars, cut)
-    return cut + 1 if cut > 0 else None
+def _word_before(text: str, words: frozenset[str], min_chars: int, min_after: int | None = None) -> int | None:
+    """The last position before one of `words` with at least `min_chars` before it (and `min_after` after)."""
+    last = len(text) - (min_chars if min_after is None else min_after)
+    best: int | None = None
+    for match in re.finditer(r"\s(\w+)(?=\s)", text):
+        cut = match.start() + 1
+        if match.group(1).lower() in words and min_chars <= cut <= last and _balanced(text[:cut]):
+            best = cut
+    return best
+
+
+def _phrase_cut(text: str, min_chars: int, limit: int, prepositions: frozenset[str]) -> int | None:
+    """A cut at a word before `limit`: before a preposition when there is one, else at the last space."""
+    cut = _word_before(text[: limit + 1], prepositions, min_chars, min_after=1)
+    if cut is not None:
+        return cut
+    space = text.rfind(" ", min_chars, limit)
+    while space > 0 and not _balanced(text[:space]):
+        space = text.rfind(" ", min_chars, space)
+    return space + 1 if space > 0 else None
 
 
 def split_text(text: str, config: SplitterConfig = DEFAULT_CONFIG) -> list[str]:
