@@ -300,3 +300,14 @@ async def test_app_serves_tts_and_refuses_to_start_with_a_missing_voice(tmp_path
     for bad in ({"voice": "xx_XX-missing-low"}, {"speaker": "nobody"}):
         with pytest.raises(MinervaError):
             await App(settings(**bad)).start()
+
+
+async def test_a_new_stream_ends_one_left_open_and_each_gets_its_stopped(joe: PiperSynthesizer) -> None:
+    async with tts_server(joe) as (server, _), wyoming_client(server.port) as client:
+        await client.write_event(SynthesizeStart().event())
+        await client.write_event(SynthesizeChunk(text="The first answer.").event())
+        await send_stream(client, "The second answer.")  # no synthesize-stop for the first one
+        first = await read_answer(client, "synthesize-stopped")
+        second = await read_answer(client, "synthesize-stopped")
+    assert audio_events(first) == audio_events(second) == ["audio-start", "audio-stop", "synthesize-stopped"]
+    assert first.seconds() > 0.5 and second.seconds() > 0.5

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,10 +132,15 @@ class AudioOut:
         self.samples_per_chunk = samples_per_chunk
         self.format: AudioFormat | None = None
         self.samples = 0
+        self.pieces = 0
+        self.started = time.monotonic()
+        self.first_audio: float | None = None
 
     async def write(self, fmt: AudioFormat, pcm: bytes) -> None:
+        self.pieces += 1
         if self.format is None:
             self.format = fmt
+            self.first_audio = time.monotonic()
             await self.sink.send(AudioStart(rate=fmt.rate, width=fmt.width, channels=fmt.channels, timestamp=0).event())
         step = self.samples_per_chunk * fmt.width * fmt.channels
         for offset in range(0, len(pcm), step):
@@ -150,6 +156,21 @@ class AudioOut:
     def _ms(self) -> int:
         return 0 if self.format is None else self.samples * 1000 // self.format.rate
 
+    def log(self, peer: str, kind: str, voice: str) -> None:
+        if self.format is None:
+            return
+        first = ((self.first_audio or self.started) - self.started) * 1000
+        _LOGGER.info(
+            "TTS %s: %s, voice %s, %d pieces, %.2f s audio, first audio %.0f ms after the request, total %.0f ms",
+            peer,
+            kind,
+            voice,
+            self.pieces,
+            self.samples / self.format.rate,
+            first,
+            (time.monotonic() - self.started) * 1000,
+        )
+
 
 class TtsHandler(DescribingHandler):
     def __init__(self, sink: EventSink, tts: TextToSpeech, samples_per_chunk: int = SAMPLES_PER_CHUNK) -> None:
@@ -163,11 +184,12 @@ class TtsHandler(DescribingHandler):
         if SynthesizeStart.is_type(event.type):
             if self._stream is not None:
                 self._stream.close()  # a new stream ends one the client left open
+                self._stream = None
             stream = StreamInput(
                 VoiceRequest.from_data(event.data), event.data.get("text_format"), self.tts.settings.max_text_chars
             )
-            self._stream = stream
             self._spawn(lambda: self._answer_stream(stream))
+            self._stream = stream
         elif SynthesizeChunk.is_type(event.type):
             if self._stream is None:
                 raise BadRequestError("synthesize-chunk outside a synthesize-start … synthesize-stop stream")
@@ -216,6 +238,7 @@ class TtsHandler(DescribingHandler):
             speech = await self.tts.open(voice.name, language=voice.language, speaker=voice.speaker)
             async for pcm in speech.stream(text, text_format):
                 await out.write(speech.format, pcm)
+            out.log(self.sink.peer, "plain", speech.voice.name)
         except Exception as err:
             await self._report(err)
         await out.stop()
@@ -227,6 +250,7 @@ class TtsHandler(DescribingHandler):
             speech = await self.tts.open(voice.name, language=voice.language, speaker=voice.speaker)
             async for pcm in speech.stream(stream.deltas(), stream.text_format):
                 await out.write(speech.format, pcm)
+            out.log(self.sink.peer, "stream", speech.voice.name)
         except Exception as err:
             await self._report(err)
             await stream.drain()
