@@ -117,6 +117,15 @@ class HttpSettings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_upload_mb: float = 25.0
+    max_audio_seconds: float = 600.0  # longest decoded upload for /v1/audio/transcriptions
+    max_concurrency: int = 0  # audio requests in progress at once; 0 = workers + queue size
+    voice_map: tuple[tuple[str, str], ...] = ()  # OpenAI voice name → "VOICE[:SPEAKER]"; unmapped = default voice
+
+    def validate(self) -> None:
+        if self.max_upload_mb <= 0 or self.max_audio_seconds <= 0:
+            raise ConfigError("--max-upload-mb and --http-max-audio-seconds must be positive")
+        if self.max_concurrency < 0:
+            raise ConfigError("--http-max-concurrency must not be negative")
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,8 @@ class Settings:
             raise ConfigError("--workers must be at least 1")
         if self.queue_size < 0:
             raise ConfigError("--queue-size must not be negative")
+        if self.http is not None:
+            self.http.validate()
         if not 0 <= self.asr.vad_aggressiveness <= 3:
             raise ConfigError("--vad-aggressiveness must be 0, 1, 2 or 3")
         self.realtime.validate()

@@ -1,0 +1,248 @@
+"""POST /v1/audio/transcriptions and /v1/audio/translations (OpenAI multipart), on the shared SpeechToText."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from ..errors import BadRequestError, MinervaError
+from ..models.base import Segment, TranscriptionInfo, TranscriptionOptions
+from ..models.whisper import SpeechToText
+from . import transcripts
+from .codecs import DecodedAudio, decode_upload
+from .deps import Ctx, HttpContext, cancel_on_disconnect
+from .errors import ERROR_RESPONSES, ApiError, ErrorEnvelope, from_minerva
+from .names import OPENAI_STT_MODELS, is_stt_model
+from .streaming import SSE_HEADERS, SSE_MEDIA_TYPE, aclose, sse, sse_error
+from .transcripts import Granularity, ResponseFormat, Transcript
+
+router = APIRouter(tags=["speech-to-text"])
+
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+MEDIA_TYPES = {
+    "json": "application/json",
+    "verbose_json": "application/json",
+    "text": "text/plain",
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The transcript in `response_format`; with `stream=true`, server-sent events "
+        "`transcript.text.delta` (one per decoded segment) then `transcript.text.done` (the whole text)",
+        "content": {
+            "application/json": {},
+            "text/plain": {"schema": {"type": "string"}},
+            "application/x-subrip": {"schema": {"type": "string"}},
+            "text/vtt": {"schema": {"type": "string"}},
+            SSE_MEDIA_TYPE: {"schema": {"type": "string"}},
+        },
+    },
+    **ERROR_RESPONSES,
+    404: {"model": ErrorEnvelope, "description": "Unknown model name"},
+    415: {"model": ErrorEnvelope, "description": "The upload is not audio, or in a container that is not supported"},
+    503: {"model": ErrorEnvelope, "description": "The speech-to-text model cannot be loaded"},
+}
+
+FileField = Annotated[
+    UploadFile,
+    File(description="Audio in any common container/codec: wav, mp3, ogg/opus, webm, flac, m4a/aac, …"),
+]
+ModelField = Annotated[
+    str,
+    Form(description=f"{', '.join(OPENAI_STT_MODELS)} or the local model's name: all mean the configured model"),
+]
+PromptField = Annotated[str | None, Form(description="Text that biases decoding (names, spelling)")]
+FormatField = Annotated[ResponseFormat, Form(description="json, text, srt, verbose_json or vtt")]
+TemperatureField = Annotated[
+    float | None,
+    Form(ge=0.0, le=1.0, description="0 (or absent) = Whisper's fallback schedule; above 0 = that temperature"),
+]
+
+
+@router.post(
+    "/v1/audio/transcriptions",
+    summary="Transcribe audio (OpenAI-compatible)",
+    responses=RESPONSES,
+    response_class=JSONResponse,
+)
+async def create_transcription(
+    request: Request,
+    file: FileField,
+    ctx: Ctx,
+    model: ModelField = "whisper-1",
+    language: Annotated[
+        str | None, Form(description="ISO-639-1 code (en, de…); absent = detect. English-only models use en")
+    ] = None,
+    prompt: PromptField = None,
+    response_format: FormatField = "json",
+    temperature: TemperatureField = None,
+    timestamp_granularities: Annotated[
+        list[Granularity] | None,
+        Form(
+            alias="timestamp_granularities[]",
+            description="word and/or segment; needs response_format=verbose_json",
+        ),
+    ] = None,
+    stream: Annotated[
+        bool, Form(description="Server-sent events as segments are decoded (json and text formats only)")
+    ] = False,
+) -> Response:
+    stt = ctx.stt()
+    _check_model(model, stt)
+    granularities = tuple(dict.fromkeys(timestamp_granularities or ()))
+    if granularities and response_format != "verbose_json":
+        raise ApiError(
+            400,
+            "timestamp_granularities[] needs response_format=verbose_json",
+            "invalid_value",
+            "timestamp_granularities",
+        )
+    if stream and response_format not in ("json", "text"):
+        raise ApiError(400, "stream=true works with response_format json or text", "invalid_value", "stream")
+    options = stt.options(
+        language=_language(language),
+        prompt=prompt,
+        temperature=temperature or None,
+        word_timestamps=response_format in ("srt", "vtt", "verbose_json"),
+    )
+    data = await file.read()
+    if stream:
+        return await _stream(request, ctx, data, options)
+    result = await cancel_on_disconnect(request, _transcribe(ctx, data, options))
+    return _respond(result, response_format, granularities)
+
+
+@router.post(
+    "/v1/audio/translations",
+    summary="Translate speech into English text (OpenAI-compatible)",
+    description="Needs a multilingual model; an English-only model (`*.en`) answers 400 `translation_unsupported`.",
+    responses=RESPONSES,
+    response_class=JSONResponse,
+)
+async def create_translation(
+    request: Request,
+    file: FileField,
+    ctx: Ctx,
+    model: ModelField = "whisper-1",
+    prompt: PromptField = None,
+    response_format: FormatField = "json",
+    temperature: TemperatureField = None,
+) -> Response:
+    stt = ctx.stt()
+    _check_model(model, stt)
+    described = stt.describe()
+    if not described.is_multilingual:
+        raise ApiError(
+            400,
+            f"the model {described.name} is English-only and cannot translate; run a multilingual model "
+            "(e.g. --stt-model base-int8) for translations",
+            "translation_unsupported",
+            "model",
+        )
+    options = stt.options(
+        prompt=prompt,
+        task="translate",
+        temperature=temperature or None,
+        word_timestamps=response_format in ("srt", "vtt", "verbose_json"),
+    )
+    data = await file.read()
+    result = await cancel_on_disconnect(request, _transcribe(ctx, data, options))
+    return _respond(result, response_format, ())
+
+
+def _check_model(model: str, stt: SpeechToText) -> None:
+    if not is_stt_model(model, stt.model_name):
+        names = ", ".join((*OPENAI_STT_MODELS, stt.model_name))
+        raise ApiError(
+            404, f"unknown model {model!r}; this server transcribes with: {names}", "model_not_found", "model"
+        )
+
+
+def _language(language: str | None) -> str | None:
+    """'en', 'EN', 'en-US' → 'en'; something that is not a language code → 400."""
+    if not language or not language.strip() or language.strip().lower() == "auto":
+        return None
+    value = language.strip()
+    if not _LANGUAGE.match(value):
+        raise ApiError(400, f"language {language!r} is not an ISO-639-1 code like 'en'", "invalid_value", "language")
+    return re.split(r"[-_]", value)[0].lower()
+
+
+async def _decode(ctx: HttpContext, data: bytes) -> DecodedAudio:
+    try:
+        return await ctx.manager.run(
+            decode_upload, data, ctx.http.max_audio_seconds, ctx.settings.asr.vad_aggressiveness
+        )
+    except BadRequestError as err:  # empty, not audio, corrupt, too long: all about the `file` field
+        raise from_minerva(err, "file") from err
+
+
+async def _transcribe(ctx: HttpContext, data: bytes, options: TranscriptionOptions) -> Transcript:
+    audio = await _decode(ctx, data)
+    language, duration, segments = options.language or "en", audio.seconds, []
+    async for item in ctx.stt().stream(audio.samples, options):
+        if isinstance(item, TranscriptionInfo):
+            language, duration = item.language, item.duration
+        else:
+            segments.append(item)
+    return transcripts.build(segments, language, duration, audio.heard_speech, options.task, options.temperature)
+
+
+def _respond(result: Transcript, response_format: str, granularities: tuple[Granularity, ...]) -> Response:
+    media_type = MEDIA_TYPES[response_format]
+    if response_format == "json":
+        return JSONResponse(transcripts.as_json(result))
+    if response_format == "verbose_json":
+        return JSONResponse(transcripts.as_verbose_json(result, granularities))
+    if response_format == "srt":
+        return PlainTextResponse(transcripts.as_srt(result), media_type=media_type)
+    if response_format == "vtt":
+        return PlainTextResponse(transcripts.as_vtt(result), media_type=media_type)
+    return PlainTextResponse(result.text + "\n", media_type=media_type)
+
+
+async def _stream(request: Request, ctx: HttpContext, data: bytes, options: TranscriptionOptions) -> Response:
+    """Decode and start the model before answering, so a bad file or a full queue is a real status."""
+
+    async def start() -> tuple[DecodedAudio, AsyncIterator[TranscriptionInfo | Segment], TranscriptionInfo]:
+        audio = await _decode(ctx, data)
+        items = ctx.stt().stream(audio.samples, options)
+        try:
+            first = await anext(items)
+        except BaseException:
+            await aclose(items)
+            raise
+        assert isinstance(first, TranscriptionInfo)
+        return audio, items, first
+
+    audio, items, info = await cancel_on_disconnect(request, start())
+    return StreamingResponse(_events(items, audio, info), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+
+
+async def _events(
+    items: AsyncIterator[TranscriptionInfo | Segment], audio: DecodedAudio, info: TranscriptionInfo
+) -> AsyncIterator[bytes]:
+    """One delta per kept segment (the first without its leading space), then the whole cleaned text."""
+    segments: list[Segment] = []
+    sent = False
+    try:
+        async for item in items:
+            if not isinstance(item, Segment):
+                continue
+            segments.append(item)
+            for kept in transcripts.kept_segments([item], audio.heard_speech):
+                delta = kept.text if sent else kept.text.lstrip()
+                sent = True
+                yield sse({"type": "transcript.text.delta", "delta": delta})
+        result = transcripts.build(segments, info.language, info.duration, audio.heard_speech)
+        yield sse({"type": "transcript.text.done", "text": result.text})
+    except MinervaError as err:
+        yield sse_error(err)
+    finally:
+        await aclose(items)
