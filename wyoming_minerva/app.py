@@ -1,4 +1,4 @@
-"""Lifecycle: one model manager, the engines, the Wyoming servers (and later discovery and HTTP)."""
+"""Lifecycle: one model manager, the engines, the Wyoming servers, discovery and the HTTP API."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from .discovery import Advertiser, Endpoint
 from .errors import MinervaError
 from .handlers.asr import AsrHandler
 from .handlers.tts import TtsHandler
+from .http.app import create_app
+from .http.server import HttpServer
 from .models.manager import ModelManager
 from .models.piper import TextToSpeech
 from .models.whisper import SpeechToText
 from .server import EventSink, HandlerFactory, WyomingServer
-from .settings import Service, Settings
+from .settings import HttpSettings, Service, Settings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,18 +49,34 @@ class App:
         )
         self.engines = Engines()
         self.servers: dict[Service, WyomingServer] = {}
+        self.http: HttpServer | None = None
         # Zeroconf probing takes ~1.5 s: it runs beside the already-serving ports, not before them.
         self.advertising: asyncio.Task[Advertiser] | None = None
         self._discovery = contextlib.AsyncExitStack()
 
+    def _stt(self) -> SpeechToText:
+        """The one speech-to-text engine, made on first need (Wyoming ASR and HTTP share it)."""
+        if self.engines.stt is None:
+            s = self.settings
+            self.engines.stt = SpeechToText(s.asr, self.manager, s.data_dirs, s.local_files_only)
+        return self.engines.stt
+
+    def _tts(self) -> TextToSpeech:
+        """The one text-to-speech engine, made on first need (Wyoming TTS and HTTP share it)."""
+        if self.engines.tts is None:
+            s = self.settings
+            tts = TextToSpeech(s.tts, self.manager, s.data_dirs, s.local_files_only)
+            tts.check_defaults()  # a wrong --voice/--speaker fails the start, not the first request
+            self.engines.tts = tts
+        return self.engines.tts
+
     def _factory(self, service: Service) -> HandlerFactory:
-        settings, manager = self.settings, self.manager
+        settings = self.settings
         if service is Service.ASR:
-            stt = self.engines.stt = SpeechToText(settings.asr, manager, settings.data_dirs, settings.local_files_only)
+            stt = self._stt()
             return lambda sink: AsrHandler(sink, stt, settings.asr)
         if service is Service.TTS:
-            tts = self.engines.tts = TextToSpeech(settings.tts, manager, settings.data_dirs, settings.local_files_only)
-            tts.check_defaults()  # a wrong --voice/--speaker fails the start, not the first request
+            tts = self._tts()
             return lambda sink: TtsHandler(sink, tts)
         raise StartupError(f"the {service.value} service is not available in this build")
 
@@ -73,12 +91,27 @@ class App:
                     reason = os.strerror(err.errno) if err.errno else str(err)  # not asyncio's long variant
                     raise StartupError(f"cannot listen for {service.value} on {uri}: {reason}") from err
                 self.servers[service] = server
+            if self.settings.http is not None:
+                await self._start_http(self.settings.http)
             self._advertise()
             if self.settings.preload:
                 await self.preload()
         except BaseException:
             await self.stop()
             raise
+
+    async def _start_http(self, http: HttpSettings) -> None:
+        """The HTTP API in this loop, on the same engines (both, also when no Wyoming service runs)."""
+        self._stt()
+        self._tts()
+        app = create_app(self.settings, self.engines, self.manager)
+        server = HttpServer(app, http.host, http.port, self.settings.shutdown_grace_seconds, self.settings.debug)
+        try:
+            await server.start()
+        except OSError as err:
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            raise StartupError(f"cannot listen for http on {http.host}:{http.port}: {reason}") from err
+        self.http = server
 
     def _advertise(self) -> None:
         """Zeroconf for every TCP service, with the ports really bound (port 0 included)."""
@@ -114,6 +147,9 @@ class App:
         """Stop accepting, let in-flight requests finish within the grace time, then close everything."""
         for server in self.servers.values():
             await server.stop_accepting()
+        # uvicorn stops accepting at once, then gives the requests in flight the same grace time.
+        http, self.http = self.http, None
+        http_stopped = asyncio.create_task(http.stop()) if http is not None else None
         await self._withdraw()  # first: nobody should be sent to a closing port
         grace = self.settings.shutdown_grace_seconds
         idle = await asyncio.gather(*(s.wait_idle(grace) for s in self.servers.values()))
@@ -122,10 +158,17 @@ class App:
         for server in self.servers.values():
             await server.close()
         self.servers.clear()
+        if http_stopped is not None:
+            await http_stopped
         await self.manager.close()
 
     def port(self, service: Service) -> int:
         return self.servers[service].port
+
+    @property
+    def http_port(self) -> int:
+        assert self.http is not None
+        return self.http.port
 
 
 async def run(settings: Settings) -> None:

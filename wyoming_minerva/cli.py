@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import __version__
+from .http.names import parse_voice_map
 from .settings import (
     DEFAULT_ASR_PORT,
     DEFAULT_HTTP_PORT,
@@ -251,7 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-upload-mb",
         type=float,
         default=HttpSettings.max_upload_mb,
-        help="largest accepted upload (default 25)",
+        help="largest accepted request body in MiB (default 25); larger ones get 413 before they are read",
+    )
+    g.add_argument(
+        "--http-max-audio-seconds",
+        type=float,
+        default=HttpSettings.max_audio_seconds,
+        help="longest decoded audio for /v1/audio/transcriptions (default 600)",
+    )
+    g.add_argument(
+        "--http-max-concurrency",
+        type=int,
+        default=HttpSettings.max_concurrency,
+        help="audio requests (uploads, syntheses) in progress at once; more get 429 (default 0 = workers + queue size)",
+    )
+    g.add_argument(
+        "--openai-voice",
+        action="append",
+        metavar="NAME=VOICE[:SPEAKER]",
+        help="local voice for an OpenAI voice name (alloy, echo, nova…; repeatable; unmapped names use --voice)",
     )
 
     g = p.add_argument_group("logging")
@@ -295,6 +314,9 @@ def _http(value: str | None, any_service: bool, args: argparse.Namespace) -> Htt
         "api_key": args.api_key or None,
         "cors_origins": tuple(args.cors_origin or ()),
         "max_upload_mb": args.max_upload_mb,
+        "max_audio_seconds": args.http_max_audio_seconds,
+        "max_concurrency": args.http_max_concurrency,
+        "voice_map": parse_voice_map(args.openai_voice or ()),
     }
     if value is None:
         return None if any_service else HttpSettings(**common)
