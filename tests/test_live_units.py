@@ -262,3 +262,19 @@ async def test_close_mid_utterance_cancels_every_task(speech: Speech) -> None:
         fake.gate.set()
         await hub.close()
         await manager.close()
+
+
+def test_realtime_flags_and_environment() -> None:
+    from wyoming_minerva.cli import parse_settings
+    from wyoming_minerva.settings import ConfigError
+
+    settings = parse_settings(
+        ["--http", "127.0.0.1:0", "--realtime-max-sessions", "3", "--realtime-overflow", "drop_oldest"],
+        env={"MINERVA_REALTIME_SILENCE_MS": "500", "MINERVA_REALTIME_INTERIM_MS": "0"},
+    )
+    rt = settings.realtime
+    assert (rt.max_sessions, rt.overflow, rt.silence_ms, rt.interim_ms) == (3, "drop_oldest", 500, 0)
+    with pytest.raises(ConfigError):
+        parse_settings(["--http", "127.0.0.1:0", "--realtime-vad-aggressiveness", "4"], env={})
+    with pytest.raises(SystemExit):
+        parse_settings(["--http", "127.0.0.1:0", "--realtime-overflow", "newest"], env={})

@@ -20,6 +20,7 @@ from .settings import (
     DiscoverySettings,
     HttpSettings,
     ListenUri,
+    RealtimeSettings,
     Settings,
     TtsSettings,
     WakeSettings,
@@ -273,6 +274,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="local voice for an OpenAI voice name (alloy, echo, nova…; repeatable; unmapped names use --voice)",
     )
 
+    g = p.add_argument_group("real-time streaming (WebSocket live speech-to-text)")
+    rt = RealtimeSettings
+    g.add_argument(
+        "--realtime-max-sessions",
+        type=int,
+        default=rt.max_sessions,
+        help=f"live sessions at once; more get session_limit (default {rt.max_sessions})",
+    )
+    g.add_argument(
+        "--realtime-overflow",
+        choices=("reject", "drop_oldest"),
+        default=rt.overflow,
+        help="a final that finds the live queue full: reject it, or drop the oldest waiting one (default reject)",
+    )
+    g.add_argument(
+        "--realtime-queue-size",
+        type=int,
+        default=rt.queue_size,
+        help=f"finals that may wait for an inference worker, all sessions together (default {rt.queue_size})",
+    )
+    g.add_argument(
+        "--realtime-vad-aggressiveness",
+        type=int,
+        default=rt.vad_aggressiveness,
+        help=f"webrtcvad aggressiveness 0-3 for live sessions (default {rt.vad_aggressiveness})",
+    )
+    g.add_argument(
+        "--realtime-silence-ms",
+        type=int,
+        default=rt.silence_ms,
+        help=f"silence that ends an utterance unless the client asks otherwise (default {rt.silence_ms})",
+    )
+    g.add_argument(
+        "--realtime-interim-ms",
+        type=int,
+        default=rt.interim_ms,
+        help=f"new audio between interim refreshes; 0 = no interims (default {rt.interim_ms})",
+    )
+    g.add_argument(
+        "--realtime-max-utterance-seconds",
+        type=float,
+        default=rt.max_utterance_seconds,
+        help=f"longer speech is cut into utterances of this length (default {rt.max_utterance_seconds:g})",
+    )
+    g.add_argument(
+        "--realtime-max-buffer-seconds",
+        type=float,
+        default=rt.max_buffer_seconds,
+        help=f"audio a session may have waiting for finals before buffer_overflow (default {rt.max_buffer_seconds:g})",
+    )
+    g.add_argument(
+        "--realtime-max-frame-bytes",
+        type=int,
+        default=rt.max_frame_bytes,
+        help=f"largest WebSocket message accepted (default {rt.max_frame_bytes})",
+    )
+
     g = p.add_argument_group("logging")
     g.add_argument("--debug", action="store_true", help="log at DEBUG level")
     g.add_argument("--log-format", default=Settings.log_format, help="logging format string")
@@ -397,6 +455,17 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
             enabled=not args.no_zeroconf and (args.zeroconf or "").lower() not in _FALSE,
             name=None if (args.zeroconf or "").lower() in _TRUE | _FALSE else args.zeroconf or None,
             host=args.zeroconf_host,
+        ),
+        realtime=RealtimeSettings(
+            max_sessions=args.realtime_max_sessions,
+            overflow=args.realtime_overflow,
+            queue_size=args.realtime_queue_size,
+            vad_aggressiveness=args.realtime_vad_aggressiveness,
+            silence_ms=args.realtime_silence_ms,
+            interim_ms=args.realtime_interim_ms,
+            max_utterance_seconds=args.realtime_max_utterance_seconds,
+            max_buffer_seconds=args.realtime_max_buffer_seconds,
+            max_frame_bytes=args.realtime_max_frame_bytes,
         ),
     )
     settings.validate()

@@ -57,6 +57,7 @@ class LiveScheduler:
 
     def submit(self, job: FinalJob) -> None:
         """Queue a final; when the queue is full the policy refuses one (this one or the oldest waiting)."""
+        self._dispatch_finals()  # a free worker takes the waiting ones first: only real waiting counts
         if len(self._finals) >= self.queue_size:
             victim = job if self.policy is OverflowPolicy.REJECT else self._finals.popleft()
             victim.done = True
@@ -66,7 +67,7 @@ class LiveScheduler:
             if victim is job:
                 return
         self._finals.append(job)
-        self.stats.queued = len(self._finals)
+        self._dispatch_finals()
         self._kick()
 
     def withdraw(self, job: FinalJob) -> None:
@@ -109,6 +110,14 @@ class LiveScheduler:
         return max(self.manager.queue_depth, self._running_finals + self._running_other)
 
     def dispatch(self) -> None:
+        self._dispatch_finals()
+        if self._finals:
+            return  # finals first: no interim while one waits
+        while self._wants and self._busy < self.manager.workers:
+            _, start = self._wants.popitem(last=False)
+            start()
+
+    def _dispatch_finals(self) -> None:
         manager = self.manager
         while self._finals and self._running_finals < manager.workers and self._busy < manager.capacity:
             job = self._finals.popleft()
@@ -118,11 +127,6 @@ class LiveScheduler:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self.stats.queued = len(self._finals)
-        if self._finals:
-            return  # finals first: no interim while one waits
-        while self._wants and self._busy < manager.workers:
-            _, start = self._wants.popitem(last=False)
-            start()
 
     async def _run_final(self, job: FinalJob) -> None:
         try:
