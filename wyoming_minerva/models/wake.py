@@ -1,0 +1,421 @@
+"""WakeWords: the wake word engine every front end shares (Wyoming handler now, HTTP/WebSocket later).
+
+- `catalog` / `models()`: what is offered (names unique across engines, see wake_catalog).
+- `open_stream(names, fmt)`: a `WakeStream` — feed it audio, iterate its detections, `finish()` at
+  audio-stop, `close()` when the client goes. Models load through the ModelManager and stay held while
+  a stream uses them.
+- `subscribe()`: every detection of every stream, for SSE/WebSocket publishing; a slow subscriber
+  loses its oldest events, it never slows detection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+
+from ..audio import AudioFormat
+from ..errors import MinervaError
+from ..settings import WakeSettings
+from .manager import ModelManager
+from .microwakeword import MicroDetector, MicroModel, MicroStream
+from .openwakeword import CHUNK, OwwClassifier, OwwDetector, OwwFeatures, OwwStream
+from .wake_catalog import Engine, Sensitivity, WakeCatalog, WakeModelInfo, parse_model_options, sensitivity
+from .wake_tflite import TfLite
+from .wake_trigger import SAMPLE_RATE, SilenceGate, Trigger
+from .wake_worker import FINISH, Report, WakeShard, WorkerStream
+
+_LOGGER = logging.getLogger(__name__)
+
+FEATURES_KEY = "wake/openwakeword/features"
+MAX_WINDOWS_PER_ROUND = 12  # ~1 s of one stream's audio per worker round
+MAX_BACKLOG_SECONDS = 2.0  # a client further ahead than this waits (TCP backpressure)
+
+
+@dataclass(frozen=True)
+class WakeDetection:
+    name: str  # as the client asked for it
+    model: str  # the catalog name
+    engine: Engine
+    timestamp_ms: int  # audio time since audio-start
+    probability: float
+
+
+@dataclass(frozen=True)
+class WakeEvent:
+    """A detection as broadcast to subscribers."""
+
+    detection: WakeDetection
+    stream_id: int
+    peer: str
+    wall_time: float
+
+
+@dataclass(frozen=True)
+class WakeStats:
+    streams: int
+    threads: int
+    busy_seconds: float  # worker CPU time spent in rounds (wall time while busy)
+    rounds: int
+    outputs_computed: int  # openWakeWord outputs computed / skipped as silent, since start
+    outputs_skipped: int
+
+
+class WakeSubscription:
+    """An async iterator of WakeEvents; bounded, drops the oldest when the reader falls behind."""
+
+    def __init__(self, owner: WakeWords, maxsize: int) -> None:
+        self._owner = owner
+        self._queue: asyncio.Queue[WakeEvent | None] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def offer(self, event: WakeEvent) -> None:
+        if self._queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+                self.dropped += 1
+        self._queue.put_nowait(event)
+
+    def __aiter__(self) -> WakeSubscription:
+        return self
+
+    async def __anext__(self) -> WakeEvent:
+        event = await self._queue.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    def close(self) -> None:
+        if self._owner.unsubscribe(self):
+            with contextlib.suppress(asyncio.QueueEmpty):
+                while self._queue.full():
+                    self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    async def __aenter__(self) -> WakeSubscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+_END = object()
+
+
+class WakeStream:
+    """One audio stream (audio-start … audio-stop or disconnect) and its detections."""
+
+    def __init__(
+        self,
+        owner: WakeWords,
+        stream_id: int,
+        peer: str,
+        requested: list[tuple[str, WakeModelInfo]],
+        fmt: AudioFormat,
+        worker: WorkerStream,
+        shard: WakeShard,
+        holds: contextlib.AsyncExitStack,
+    ) -> None:
+        self.id = stream_id
+        self.peer = peer
+        self.requested = requested
+        self._owner = owner
+        self._worker = worker
+        self._shard = shard
+        self._holds = holds
+        self._engines = dict(requested)
+        self._queue: asyncio.Queue[WakeDetection | MinervaError | object] = asyncio.Queue()
+        self._queued_bytes = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._finished = asyncio.Event()
+        self._fmt = fmt  # of audio-start: chunks without their own format are in it
+        self._max_backlog = int(MAX_BACKLOG_SECONDS * fmt.bytes_per_second())
+        self.detections = 0
+        self.error: MinervaError | None = None
+        self.closed = False
+
+    @property
+    def format(self) -> AudioFormat:
+        """The format of audio-start (chunks without their own fields are in it)."""
+        return self._fmt
+
+    @property
+    def detected(self) -> bool:
+        return self.detections > 0
+
+    async def feed(self, pcm: bytes, fmt: AudioFormat | None = None) -> None:
+        """Queue audio for the worker; waits while this stream is far ahead of its processing."""
+        if self.closed or self._finished.is_set() or self.error is not None:
+            return  # a failed stream already reported its error on the detection iterator
+        self._worker.inbox.append((fmt or self._fmt, pcm))
+        self._queued_bytes += len(pcm)
+        self._shard.poke(self._worker)
+        if self._queued_bytes > self._max_backlog:
+            self._drained.clear()
+            await self._drained.wait()
+
+    async def finish(self) -> bool:
+        """Audio-stop: process what is queued (with a little silence after it); True when anything was detected."""
+        if not self.closed and not self._finished.is_set():
+            self._worker.inbox.append(FINISH)
+            self._shard.poke(self._worker)
+            await self._finished.wait()
+        return self.detected
+
+    def __aiter__(self) -> AsyncIterator[WakeDetection]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[WakeDetection]:
+        """Detections as they happen; ends after finish() or close(); raises the stream's error."""
+        while True:
+            item = await self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, MinervaError):
+                raise item
+            assert isinstance(item, WakeDetection)
+            yield item
+
+    async def close(self) -> None:
+        """Stop and free the stream; safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self._worker.closed = True
+        self._shard.poke(self._worker)
+        self._drained.set()
+        self._finished.set()
+        self._queue.put_nowait(_END)
+        self._owner._forget(self)
+        await self._holds.aclose()
+
+    # ---- from the worker (on the loop) --------------------------------------------------------
+
+    def _on_report(self, report: Report) -> None:
+        if self.closed:
+            return
+        self._queued_bytes -= report.consumed
+        if self._queued_bytes <= self._max_backlog // 2:
+            self._drained.set()
+        for hit in report.hits:
+            info = self._engines[hit.label]
+            detection = WakeDetection(
+                name=hit.label,
+                model=info.name,
+                engine=info.engine,
+                timestamp_ms=hit.sample * 1000 // SAMPLE_RATE,
+                probability=hit.probability,
+            )
+            self.detections += 1
+            self._queue.put_nowait(detection)
+            self._owner._broadcast(WakeEvent(detection, self.id, self.peer, time.time()))
+        if report.error is not None:
+            self.error = report.error
+            self._queue.put_nowait(report.error)
+            self._drained.set()
+            self._finished.set()
+        if report.finished:
+            self._finished.set()
+            self._queue.put_nowait(_END)
+
+
+class WakeWords:
+    """The engine facade; one per process, passed explicitly."""
+
+    def __init__(
+        self,
+        settings: WakeSettings,
+        manager: ModelManager,
+        catalog: WakeCatalog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.catalog = catalog or WakeCatalog.discover(settings)
+        options = parse_model_options(settings.model_options, self.catalog)
+        self.sensitivities: dict[str, Sensitivity] = {
+            name: sensitivity(info, settings, options.get(name)) for name, info in self.catalog.models.items()
+        }
+        self.threads = settings.threads or max(1, min(2, os.cpu_count() or 1))
+        self._shards: list[WakeShard] = []
+        self._subscribers: set[WakeSubscription] = set()
+        self._streams: dict[int, WakeStream] = {}
+        self._ids = itertools.count(1)
+        self._tflite: TfLite | None = None
+        self._tflite_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._finished_outputs = [0, 0]  # computed, skipped by streams already closed
+
+    # ---- catalog ----------------------------------------------------------------------------
+
+    @property
+    def default_model(self) -> WakeModelInfo:
+        return self.catalog.models[self.catalog.default]
+
+    def models(self) -> list[WakeModelInfo]:
+        return list(self.catalog.models.values())
+
+    def resolve(self, names: Sequence[str] | None) -> list[tuple[str, WakeModelInfo]]:
+        """Raises ModelNotFoundError (listing the known names) for an unknown one."""
+        return self.catalog.resolve(names)
+
+    # ---- loading ----------------------------------------------------------------------------
+
+    def _lib(self) -> TfLite:
+        with self._tflite_lock:
+            if self._tflite is None:
+                self._tflite = TfLite()
+            return self._tflite
+
+    def _load_features(self) -> OwwFeatures:
+        import pyopen_wakeword
+
+        return OwwFeatures(self._lib(), Path(pyopen_wakeword.__file__).parent / "models", self._purge)
+
+    def _load_model(self, info: WakeModelInfo) -> OwwClassifier | MicroModel:
+        if info.engine is Engine.OPENWAKEWORD:
+            return OwwClassifier(self._lib(), info.model_path, self._purge)
+        return MicroModel(self._lib(), info)
+
+    def _purge(self) -> None:
+        for shard in self._shards:
+            shard.purge()
+
+    async def preload(self, names: Sequence[str] | None = None) -> None:
+        """Load the feature models and the given (default: the default) wake word models now."""
+        requested = self.resolve(names)
+        if any(info.engine is Engine.OPENWAKEWORD for _, info in requested):
+            await self.manager.get(FEATURES_KEY, self._load_features)
+        for _, info in requested:
+            await self.manager.get(info.key, partial(self._load_model, info))
+
+    # ---- streams ----------------------------------------------------------------------------
+
+    async def open_stream(self, names: Sequence[str] | None, fmt: AudioFormat, peer: str = "") -> WakeStream:
+        requested = self.resolve(names)
+        fmt.validate()
+        self._loop = asyncio.get_running_loop()
+        holds = contextlib.AsyncExitStack()
+        try:
+            oww: list[OwwDetector] = []
+            micro: list[MicroDetector] = []
+            features: OwwFeatures | None = None
+            for label, info in requested:
+                model = await holds.enter_async_context(self.manager.use(info.key, partial(self._load_model, info)))
+                trigger = Trigger(self.sensitivities[info.name])
+                if isinstance(model, OwwClassifier):
+                    if features is None:
+                        features = await holds.enter_async_context(self.manager.use(FEATURES_KEY, self._load_features))
+                    oww.append(OwwDetector(label, model, trigger))
+                else:
+                    micro.append(MicroDetector(label, model, trigger))
+            gate = SilenceGate() if self.settings.silence_gate else None
+            oww_stream = OwwStream(features, oww, gate, MAX_WINDOWS_PER_ROUND) if features and oww else None
+            micro_stream = MicroStream(micro) if micro else None
+            worker = WorkerStream(fmt, oww_stream, micro_stream, MAX_WINDOWS_PER_ROUND * CHUNK)
+        except BaseException:
+            await holds.aclose()
+            raise
+        shard = self._shard()
+        stream = WakeStream(self, next(self._ids), peer, requested, fmt, worker, shard, holds)
+        self._streams[id(worker)] = stream
+        shard.add(worker)
+        return stream
+
+    def _shard(self) -> WakeShard:
+        if len(self._shards) < self.threads:
+            self._shards.append(WakeShard(f"minerva-wake-{len(self._shards)}", self._deliver))
+        return min(self._shards, key=lambda shard: shard.load)
+
+    def _deliver(self, reports: list[Report]) -> None:
+        """Called on a worker thread: hand the round's results to the event loop."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(self._on_reports, reports)
+
+    def _on_reports(self, reports: list[Report]) -> None:
+        for report in reports:
+            stream = self._streams.get(id(report.stream))
+            if stream is not None:
+                stream._on_report(report)
+
+    def _forget(self, stream: WakeStream) -> None:
+        if self._streams.pop(id(stream._worker), None) is not None and stream._worker.oww is not None:
+            self._finished_outputs[0] += stream._worker.oww.computed
+            self._finished_outputs[1] += stream._worker.oww.skipped
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._streams)
+
+    def stats(self) -> WakeStats:
+        workers = [s._worker.oww for s in self._streams.values() if s._worker.oww is not None]
+        computed, skipped = self._finished_outputs
+        return WakeStats(
+            streams=len(self._streams),
+            threads=len(self._shards),
+            busy_seconds=sum(shard.busy_seconds for shard in self._shards),
+            rounds=sum(shard.rounds for shard in self._shards),
+            outputs_computed=computed + sum(w.computed for w in workers),
+            outputs_skipped=skipped + sum(w.skipped for w in workers),
+        )
+
+    # ---- broadcast --------------------------------------------------------------------------
+
+    def subscribe(self, maxsize: int = 256) -> WakeSubscription:
+        """Every detection from now on (use as `async with wake.subscribe() as events: async for e in events`)."""
+        subscription = WakeSubscription(self, maxsize)
+        self._subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: WakeSubscription) -> bool:
+        if subscription in self._subscribers:
+            self._subscribers.discard(subscription)
+            return True
+        return False
+
+    def _broadcast(self, event: WakeEvent) -> None:
+        for subscription in list(self._subscribers):
+            subscription.offer(event)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        for stream in list(self._streams.values()):
+            await stream.close()
+        for subscription in list(self._subscribers):
+            subscription.close()
+        shards, self._shards = self._shards, []
+        for shard in shards:
+            await asyncio.to_thread(shard.stop)
+
+    async def __aenter__(self) -> WakeWords:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+__all__ = [
+    "Engine",
+    "WakeDetection",
+    "WakeEvent",
+    "WakeModelInfo",
+    "WakeStats",
+    "WakeStream",
+    "WakeSubscription",
+    "WakeWords",
+]
