@@ -13,10 +13,12 @@ from .discovery import Advertiser, Endpoint
 from .errors import MinervaError
 from .handlers.asr import AsrHandler
 from .handlers.tts import TtsHandler
+from .handlers.wake import WakeHandler
 from .http.app import create_app
 from .http.server import HttpServer
 from .models.manager import ModelManager
 from .models.piper import TextToSpeech
+from .models.wake import WakeWords
 from .models.whisper import SpeechToText
 from .server import EventSink, HandlerFactory, WyomingServer
 from .settings import HttpSettings, Service, Settings
@@ -36,6 +38,7 @@ class Engines:
 
     stt: SpeechToText | None = None
     tts: TextToSpeech | None = None
+    wake: WakeWords | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
 
@@ -70,6 +73,12 @@ class App:
             self.engines.tts = tts
         return self.engines.tts
 
+    def _wake(self) -> WakeWords:
+        """The one wake word engine (Wyoming wake and the HTTP wake routes share it); loads nothing yet."""
+        if self.engines.wake is None:
+            self.engines.wake = WakeWords(self.settings.wake, self.manager)
+        return self.engines.wake
+
     def _factory(self, service: Service) -> HandlerFactory:
         settings = self.settings
         if service is Service.ASR:
@@ -78,6 +87,9 @@ class App:
         if service is Service.TTS:
             tts = self._tts()
             return lambda sink: TtsHandler(sink, tts)
+        if service is Service.WAKE:
+            wake = self._wake()
+            return lambda sink: WakeHandler(sink, wake)
         raise StartupError(f"the {service.value} service is not available in this build")
 
     async def start(self) -> None:
@@ -142,6 +154,8 @@ class App:
             await self.engines.stt.preload()
         if self.engines.tts is not None:
             await self.engines.tts.preload()
+        if self.engines.wake is not None:
+            await self.engines.wake.preload()
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish within the grace time, then close everything."""
@@ -152,7 +166,9 @@ class App:
         http_stopped = asyncio.create_task(http.stop()) if http is not None else None
         await self._withdraw()  # first: nobody should be sent to a closing port
         grace = self.settings.shutdown_grace_seconds
-        idle = await asyncio.gather(*(s.wait_idle(grace) for s in self.servers.values()))
+        # Wake streams never end by themselves (Home Assistant streams until it closes): nothing to wait for.
+        busy = [s for service, s in self.servers.items() if service is not Service.WAKE]
+        idle = await asyncio.gather(*(s.wait_idle(grace) for s in busy))
         if not all(idle):
             _LOGGER.info("Closing connections still open after %.1f s", grace)
         for server in self.servers.values():
@@ -160,6 +176,8 @@ class App:
         self.servers.clear()
         if http_stopped is not None:
             await http_stopped
+        if self.engines.wake is not None:
+            await self.engines.wake.close()  # its worker threads, before the models they use
         await self.manager.close()
 
     def port(self, service: Service) -> int:

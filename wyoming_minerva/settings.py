@@ -201,6 +201,8 @@ class Settings:
             raise ConfigError("--queue-size must not be negative")
         if self.http is not None:
             self.http.validate()
+        if self.wake.threads < 0:
+            raise ConfigError("--wake-threads must not be negative")
         if not 0 <= self.asr.vad_aggressiveness <= 3:
             raise ConfigError("--vad-aggressiveness must be 0, 1, 2 or 3")
         self.realtime.validate()
