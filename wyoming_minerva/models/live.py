@@ -6,7 +6,8 @@
   the VAD inline: microseconds per 30 ms frame); `commit()` ends the current utterance now; `finish()` ends the
   stream after the last final; `events()` yields SpeechStarted/SpeechStopped/Committed/Interim/Final/Failed/Notice.
 
-Only speech reaches Whisper: an utterance exists once the VAD hears speech, and keeps `prefix_ms` before it.
+Only speech reaches Whisper: an utterance exists once the VAD has heard 240 ms of speech (a click or the onset of
+steady noise is forgotten), keeps `prefix_ms` before it, and its final decode also runs Silero (faster-whisper).
 While someone speaks, interim decodes of the utterance so far run when a worker is idle; at a short pause a
 speculative decode runs the same way, and when the silence then ends the utterance with no new speech its result
 is the final (no second decode: that is what makes the final quick). Every committed utterance gets a Final or a
@@ -21,16 +22,15 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 
 import numpy as np
 
-from ..audio import AudioConverter, pcm16_to_float
+from ..audio import AudioConverter
 from ..errors import MinervaError, QueueFullError
 from ..settings import RealtimeSettings
-from ..text import clean_transcript
-from .base import TranscriptionInfo, TranscriptionOptions
+from .base import TranscriptionOptions
+from .live_parts import RATE, TRAILING_PAD_SAMPLES, Decode, Outbox, PendingFinal, Utterance, ms, padded, samples_of
 from .live_scheduler import POLL_SECONDS, FinalJob, LiveScheduler
 from .live_types import (
     BufferOverflowError,
@@ -53,156 +53,11 @@ from .whisper import SpeechToText
 
 _LOGGER = logging.getLogger(__name__)
 
-RATE = 16000
-TRAILING_PAD_SAMPLES = RATE * 3 // 10  # a final keeps 300 ms after the last speech frame
-LEADING_PAD_SAMPLES = RATE // 10  # silence put before every decode's audio
 MIN_COMMIT_SAMPLES = RATE // 10  # a commit needs 100 ms of audio (as OpenAI's does)
 PRE_SPEECH_KEEP_SAMPLES = RATE // 5  # kept beyond the prefix while waiting for speech to start
 OUTBOX_LIMIT = 512  # events a client may leave unread (interims excluded: they replace each other)
 FINAL_RETRY_SECONDS = 10.0  # a final the manager refuses (its queue filled by others) is retried this long
 NO_END_MS = 10**9  # manual commit mode: silence never ends an utterance
-
-
-def _ms(samples: int) -> int:
-    return samples * 1000 // RATE
-
-
-class Decode:
-    """One Whisper run over an utterance's audio (everything up to `end_sample`), on the shared executor."""
-
-    def __init__(self, stt: SpeechToText, audio: np.ndarray, options: TranscriptionOptions, end_sample: int) -> None:
-        self.stt = stt
-        self.end_sample = end_sample
-        self.audio_seconds = len(audio) / RATE
-        self.language = options.language
-        self.error: BaseException | None = None
-        self.decode_ms = 0.0
-        self.finished = False
-        self.gated = options.skip_silence  # Silero (inside faster-whisper) drops non-speech: fit for a final
-        self.task: asyncio.Task[None] | None = None
-        self._audio: np.ndarray | None = audio
-        self._options = options
-        self._texts: list[str] = []
-
-    @property
-    def text(self) -> str:
-        return clean_transcript("".join(self._texts), heard_speech=True)
-
-    def start(self) -> asyncio.Task[None]:
-        self.task = asyncio.create_task(self.run(), name="live-decode")
-        return self.task
-
-    async def run(self) -> None:
-        started = time.perf_counter()
-        audio, self._audio = self._audio, None
-        try:
-            assert audio is not None, "a Decode runs once"
-            async for item in self.stt.stream(audio, self._options):
-                if isinstance(item, TranscriptionInfo):
-                    self.language = item.language
-                else:
-                    self._texts.append(item.text)
-        except Exception as err:
-            self.error = err
-        except asyncio.CancelledError as err:
-            self.error = err
-            raise
-        finally:
-            self.decode_ms = (time.perf_counter() - started) * 1000
-            self.finished = True
-
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-
-class _Utterance:
-    """Everything about one utterance; replaced whole when the next begins."""
-
-    def __init__(self, number: int, origin: int, endpointer: Endpointer, vad: bool) -> None:
-        self.number = number
-        self.origin = origin  # session sample of audio[0] (moves while waiting for speech: the buffer is trimmed)
-        self.ep_origin = origin  # session sample where the endpointer started counting
-        self.endpointer = endpointer
-        self.vad = vad  # silence ends it (else only a commit does)
-        self.audio = bytearray()  # 16 kHz mono s16
-        self.started = False  # the VAD heard the start of speech
-        self.confirmed = False  # and then enough of it (min_speech_ms) to be an utterance, not a click
-        self.paused = False
-        self.committed = False
-        self.overflowed = False
-        self.last_speech_wall = 0.0
-        self.decode: Decode | None = None  # the latest interim or speculative decode
-        self.idle_from = 0  # utterance sample when the last decode finished (interims wait interim_ms after it)
-        self.last_interim = ""
-
-    @property
-    def samples(self) -> int:
-        return len(self.audio) // 2
-
-    def relative(self, endpointer_sample: int) -> int:
-        """An endpointer sample as an index into this utterance's audio."""
-        return self.ep_origin + endpointer_sample - self.origin
-
-    @property
-    def speech_end(self) -> int:
-        return self.relative(self.endpointer.speech_end_sample)
-
-
-class _PendingFinal:
-    """A committed utterance's result to come (futures resolve in any order; they are published in order)."""
-
-    def __init__(self, utterance: int, samples: int, end_wall: float) -> None:
-        self.utterance = utterance
-        self.samples = samples
-        self.end_wall = end_wall
-        self.result: asyncio.Future[Final | Failed] = asyncio.get_running_loop().create_future()
-        self.job: FinalJob | None = None
-        self.decode: Decode | None = None
-
-    def resolve(self, event: Final | Failed) -> None:
-        if not self.result.done():
-            self.result.set_result(event)
-
-
-class _Outbox:
-    """Events not yet taken by the client's writer; an unsent interim is replaced by a newer one."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._items: deque[LiveEvent] = deque()
-        self._ready = asyncio.Event()
-        self.closed = False
-
-    def put(self, event: LiveEvent) -> bool:
-        """False when the client has left too many events unread."""
-        if self.closed:
-            return True
-        if isinstance(event, Interim):
-            for index, item in enumerate(self._items):
-                if isinstance(item, Interim) and item.utterance == event.utterance:
-                    del self._items[index]
-                    break
-        elif len(self._items) >= self.limit:
-            return False
-        self._items.append(event)
-        self._ready.set()
-        return True
-
-    def close(self, flush: bool) -> None:
-        if not flush:
-            self._items.clear()
-        self.closed = True
-        self._ready.set()
-
-    async def __aiter__(self) -> AsyncIterator[LiveEvent]:
-        while True:
-            while self._items:
-                yield self._items.popleft()
-            if self.closed:
-                return
-            self._ready.clear()
-            await self._ready.wait()
 
 
 class LiveSession:
@@ -214,9 +69,9 @@ class LiveSession:
         self.closed = False
         self._settings = hub.settings
         self._stats = hub.stats
-        self._outbox = _Outbox(OUTBOX_LIMIT)
-        self._pending: asyncio.Queue[_PendingFinal | None] = asyncio.Queue()
-        self._unpublished: set[_PendingFinal] = set()  # committed, result not yet sent
+        self._outbox = Outbox(OUTBOX_LIMIT)
+        self._pending: asyncio.Queue[PendingFinal | None] = asyncio.Queue()
+        self._unpublished: set[PendingFinal] = set()  # committed, result not yet sent
         self._pending_samples = 0
         self._overflowing = False
         self._wanted = False
@@ -249,9 +104,9 @@ class LiveSession:
             self._vad, self._vad_level = WebRtcVad(aggressiveness), aggressiveness
         return Endpointer(self._vad, config)
 
-    def _new_utterance(self) -> _Utterance:
+    def _new_utterance(self) -> Utterance:
         self._numbers += 1
-        return _Utterance(self._numbers, self._samples, self._endpointer(), self.options.vad)
+        return Utterance(self._numbers, self._samples, self._endpointer(), self.options.vad)
 
     def update(self, options: SessionOptions) -> None:
         """New options: the audio format at once; the rest for an utterance not yet begun, else for the next."""
@@ -326,31 +181,31 @@ class LiveSession:
         else:
             self._maybe_want(utt)
 
-    def _trim(self, utt: _Utterance) -> None:
+    def _trim(self, utt: Utterance) -> None:
         """Before speech, keep only what a start of speech could still need (the prefix and a little more)."""
-        keep = _samples_of(self.options.prefix_ms) + PRE_SPEECH_KEEP_SAMPLES
+        keep = samples_of(self.options.prefix_ms) + PRE_SPEECH_KEEP_SAMPLES
         excess = utt.samples - keep
         if excess > 0:
             del utt.audio[: excess * 2]
             utt.origin += excess
 
-    def _confirm(self, utt: _Utterance) -> bool:
+    def _confirm(self, utt: Utterance) -> bool:
         """Enough speech makes an utterance (SpeechStarted goes out); a click or the onset of steady noise
         (webrtcvad calls ~90 ms of it speech) followed by silence is forgotten. False while unconfirmed."""
         endpointer = utt.endpointer
         if endpointer.speech_ms >= endpointer.config.min_speech_ms:
             utt.confirmed = True
             utt.idle_from = utt.samples
-            self._emit(SpeechStarted(utt.number, _ms(utt.origin)))
+            self._emit(SpeechStarted(utt.number, ms(utt.origin)))
             return True
-        silence = _ms(endpointer.samples - endpointer.speech_end_sample)
+        silence = ms(endpointer.samples - endpointer.speech_end_sample)
         if utt.vad and silence >= (self.options.silence_ms or self._settings.silence_ms):
-            self._utt = _Utterance(utt.number, self._samples, self._endpointer(), utt.vad)
+            self._utt = Utterance(utt.number, self._samples, self._endpointer(), utt.vad)
         return False
 
-    def _on_mark(self, utt: _Utterance, mark: Mark) -> None:
+    def _on_mark(self, utt: Utterance, mark: Mark) -> None:
         if mark.event is EndpointEvent.SPEECH_STARTED:
-            start = max(0, utt.relative(mark.sample) - _samples_of(self.options.prefix_ms))
+            start = max(0, utt.relative(mark.sample) - samples_of(self.options.prefix_ms))
             del utt.audio[: start * 2]
             utt.origin += start
             utt.started = True
@@ -362,17 +217,17 @@ class LiveSession:
         elif mark.event is EndpointEvent.ENDED:
             if not utt.confirmed:
                 self._confirm(utt)  # the endpointer ends only utterances with min_speech_ms of speech
-            self._emit(SpeechStopped(utt.number, _ms(utt.ep_origin + mark.sample)))
+            self._emit(SpeechStopped(utt.number, ms(utt.ep_origin + mark.sample)))
             self._commit(utt, "vad")
 
     # ---- interim and speculative decodes -----------------------------------------------------
 
     @staticmethod
-    def _final_ready(utt: _Utterance, decode: Decode | None) -> bool:
+    def _final_ready(utt: Utterance, decode: Decode | None) -> bool:
         """Whether a decode can be this utterance's final: gated, not failed, and covering all its speech."""
         return decode is not None and decode.gated and decode.error is None and decode.end_sample >= utt.speech_end
 
-    def _maybe_want(self, utt: _Utterance) -> None:
+    def _maybe_want(self, utt: Utterance) -> None:
         if self._wanted or utt.committed or not utt.confirmed or utt is not self._utt:
             return
         decode = utt.decode
@@ -386,7 +241,7 @@ class LiveSession:
             return
         # Interims leave the worker idle for as long as interim_ms of audio between runs, so a speculative
         # decode at the next pause seldom finds one still busy.
-        interval = _samples_of(self._settings.interim_ms)
+        interval = samples_of(self._settings.interim_ms)
         if self.options.interim and interval and utt.samples - utt.idle_from >= interval:
             self._wanted = True
             self.hub.scheduler.want(self, self._start_decode)
@@ -406,13 +261,13 @@ class LiveSession:
             utt.decode.cancel()  # an interim that misses the last words: the speculative decode replaces it
         # A speculative decode may become the final, so it is gated like one; interims are not (cheaper, quieter).
         options = self._final_options if utt.paused else self._stt_options
-        decode = Decode(self.hub.stt, _padded(utt, utt.samples), options, utt.samples)
+        decode = Decode(self.hub.stt, padded(utt, utt.samples), options, utt.samples)
         utt.decode = decode
         task = decode.start()
         self.hub.scheduler.track(task)
         task.add_done_callback(lambda _: self._on_decode_done(utt, decode))
 
-    def _on_decode_done(self, utt: _Utterance, decode: Decode) -> None:
+    def _on_decode_done(self, utt: Utterance, decode: Decode) -> None:
         if self.closed or utt.committed or utt is not self._utt or decode is not utt.decode:
             return  # a final uses it (or nobody does)
         utt.idle_from = utt.samples
@@ -438,7 +293,7 @@ class LiveSession:
             if utt.vad:
                 return None
             raise CommitEmptyError(
-                f"the input buffer holds {_ms(utt.samples)} ms of audio; at least {_ms(MIN_COMMIT_SAMPLES)} ms needed"
+                f"the input buffer holds {ms(utt.samples)} ms of audio; at least {ms(MIN_COMMIT_SAMPLES)} ms needed"
             )
         self._commit(utt, "client")
         return utt.number
@@ -453,7 +308,7 @@ class LiveSession:
         self._leftover = b""
         self._utt = self._new_utterance()
 
-    def _commit(self, utt: _Utterance, reason: str) -> None:
+    def _commit(self, utt: Utterance, reason: str) -> None:
         utt.committed = True
         self._unwant()
         self._utt = self._new_utterance()
@@ -463,9 +318,9 @@ class LiveSession:
         else:
             end = utt.samples
             end_wall = time.monotonic()
-        pending = _PendingFinal(utt.number, end, end_wall)
+        pending = PendingFinal(utt.number, end, end_wall)
         self._pending_samples += end
-        self._emit(Committed(utt.number, _ms(utt.samples), reason))
+        self._emit(Committed(utt.number, ms(utt.samples), reason))
         decode = utt.decode
         if not utt.started:
             # The VAD heard no speech: nothing goes to Whisper.
@@ -481,19 +336,19 @@ class LiveSession:
         else:
             if decode is not None:
                 decode.cancel()  # stale: free its worker for the final
-            self._submit(pending, _padded(utt, end))
+            self._submit(pending, padded(utt, end))
         self._unpublished.add(pending)
         self._pending.put_nowait(pending)
 
-    def _resolve_reused(self, pending: _PendingFinal, utt: _Utterance, decode: Decode, end: int) -> None:
+    def _resolve_reused(self, pending: PendingFinal, utt: Utterance, decode: Decode, end: int) -> None:
         if self.closed:
             return
         if decode.error is not None:  # e.g. refused by a full queue: decode again as a real final
-            self._submit(pending, _padded(utt, end))
+            self._submit(pending, padded(utt, end))
             return
         pending.resolve(self._final(pending, decode, reused=True))
 
-    def _submit(self, pending: _PendingFinal, audio: np.ndarray) -> None:
+    def _submit(self, pending: PendingFinal, audio: np.ndarray) -> None:
 
         async def run() -> None:
             deadline = time.monotonic() + FINAL_RETRY_SECONDS
@@ -515,7 +370,7 @@ class LiveSession:
         pending.job = FinalJob(run, refuse)
         self.hub.scheduler.submit(pending.job)
 
-    def _final(self, pending: _PendingFinal, decode: Decode, reused: bool) -> Final:
+    def _final(self, pending: PendingFinal, decode: Decode, reused: bool) -> Final:
         return Final(
             utterance=pending.utterance,
             text=decode.text,
@@ -616,19 +471,6 @@ class LiveSession:
         self._publisher.cancel()
         self._outbox.close(flush=False)
         self.hub._forget(self)
-
-
-def _samples_of(ms: int) -> int:
-    return ms * RATE // 1000
-
-
-def _padded(utt: _Utterance, end: int) -> np.ndarray:
-    """The utterance's audio up to `end` with digital silence around it: 100 ms before, and after it as much
-    as the 300 ms past the last speech that the audio does not have yet (a speculative decode starts 60 ms
-    after the speech). Whisper is surer of the first and last words with that silence (as in handlers/asr.py)."""
-    missing = max(0, utt.speech_end + TRAILING_PAD_SAMPLES - end) if utt.started else 0
-    audio = pcm16_to_float(bytes(utt.audio[: end * 2]))
-    return np.concatenate((np.zeros(LEADING_PAD_SAMPLES, np.float32), audio, np.zeros(missing, np.float32)))
 
 
 class LiveHub:
