@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 from conftest import Speech, fixture_path, normalise
-from ws_helpers import Engines, Served, connect, receive_json, resample, served
+from ws_helpers import Engines, Served, connect, no_live_tasks, receive_json, resample, served
 
 from wyoming_minerva.audio import AudioFormat, convert_pcm, read_wav
 from wyoming_minerva.models.manager import ModelManager
@@ -228,3 +228,19 @@ async def test_api_key_and_intent(server: Served) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_a_client_that_vanishes_mid_utterance(server: Served, speech: Speech) -> None:
+    hub = server.streams.hub
+    assert hub is not None
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with connect(server.url("/v1/realtime?intent=transcription"), additional_headers=headers) as ws:
+        await receive_json(ws)
+        pcm = convert_pcm(speech.silence(0.3) + speech.say(COMMAND), AudioFormat(speech.rate), 24000)
+        for offset in range(0, len(pcm) * 3 // 4, 9600):
+            chunk = base64.b64encode(pcm[offset : offset + 9600]).decode()
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            await asyncio.sleep(0.05)
+        assert hub.sessions == 1
+    assert await no_live_tasks() == []
+    assert hub.sessions == 0

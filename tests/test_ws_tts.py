@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from ws_helpers import Engines, Served, connect, receive_json, served
+from ws_helpers import Engines, Served, connect, no_live_tasks, receive_json, served
 
 from wyoming_minerva.models.manager import ModelManager
 from wyoming_minerva.models.piper import TextToSpeech
@@ -158,3 +158,15 @@ async def test_bad_requests_are_errors_before_any_audio(server: tuple[Served, Te
         await ws.send(json.dumps({"type": "speak", "text": "Now it works.", "voice": "alloy"}))  # OpenAI name
         messages, frames = await read_request(ws)
         assert [m["type"] for m in messages] == ["start", "done"] and frames
+
+
+async def test_a_client_that_leaves_mid_speech_leaves_nothing_behind(server: tuple[Served, TextToSpeech]) -> None:
+    srv, tts = server
+    async with connect(srv.url(PATH)) as ws:
+        await ws.send(json.dumps({"type": "speak", "text": STORY + " " + STORY}))
+        assert (await receive_json(ws))["type"] == "start"
+        assert isinstance(await ws.recv(), bytes)
+    synthesized = tts.stats.pieces_synthesized
+    assert await no_live_tasks() == []
+    await asyncio.sleep(0.5)
+    assert tts.stats.pieces_synthesized <= synthesized + 1  # at most the piece under way when it left

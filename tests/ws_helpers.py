@@ -24,6 +24,7 @@ from wyoming_minerva.models.whisper import SpeechToText
 from wyoming_minerva.settings import HttpSettings, RealtimeSettings, Settings
 
 CHUNK_SECONDS = 0.064
+TASK_PREFIXES = ("live-", "realtime-", "stt-stream-", "tts-stream-", "wake-detect-", "wake-events-")  # ours, by name
 
 
 @dataclass
@@ -112,11 +113,7 @@ async def no_live_tasks(timeout: float = 5.0) -> list[str]:
     """Names of live-session tasks still running after `timeout` (should be none)."""
     deadline = time.monotonic() + timeout
     while True:
-        left = [
-            t.get_name()
-            for t in asyncio.all_tasks()
-            if t.get_name().startswith(("live-", "realtime-", "stt-stream-", "tts-stream-", "wake-detect-"))
-        ]
+        left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(TASK_PREFIXES)]
         if not left or time.monotonic() > deadline:
             return left
         await asyncio.sleep(0.05)
