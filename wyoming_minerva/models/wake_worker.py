@@ -54,7 +54,8 @@ class WorkerStream:
         self.max_samples = max_samples  # converted audio taken per round
         self._fmt = fmt
         self._converter = AudioConverter(fmt)
-        self.samples = 0  # 16 kHz samples since audio-start
+        self._converted = bytearray()  # 16 kHz s16 not yet fed to the engines
+        self.samples = 0  # 16 kHz samples fed to the engines since audio-start
         self.finishing = False
         self.done = False
 
@@ -66,29 +67,37 @@ class WorkerStream:
         return self.oww.available * CHUNK
 
     def take(self) -> tuple[int, list[Hit]]:
-        """Move input from the inbox into the engines, within this round's budget."""
+        """Convert input from the inbox and feed at most one round's budget of it to the engines.
+
+        The budget also bounds a single huge chunk: its audio is fed over several rounds.
+        """
         consumed = 0
-        hits: list[Hit] = []
-        while self.inbox and not self.finishing and self.backlog < self.max_samples:
+        budget = 2 * self.max_samples  # bytes of 16 kHz s16
+        converted = self._converted
+        while self.inbox and not self.finishing and len(converted) < budget:
             item = self.inbox.popleft()
             if item is FINISH:
-                hits += self._push(self._converter.flush())
+                converted += self._converter.flush()
                 self.finishing = True
-                # Pad with silence so the last partial chunk is heard, as a live stream's next chunk would.
-                hits += self._push(bytes(2 * ((-(self.samples - WINDOW)) % CHUNK)))
+                # Silence after the end, so the last partial chunk is heard as a live stream's next chunk would.
+                total = self.samples + len(converted) // 2
+                converted += bytes(2 * ((-(total - WINDOW)) % CHUNK))
                 break
             assert isinstance(item, tuple)
             fmt, pcm = item
             consumed += len(pcm)
             if fmt != self._fmt:  # a chunk in another format than audio-start said
-                hits += self._push(self._converter.flush())
+                converted += self._converter.flush()
                 self._fmt, self._converter = fmt, AudioConverter(fmt)
-            hits += self._push(self._converter.convert(pcm))
-        return consumed, hits
+            converted += self._converter.convert(pcm)
+        if not converted or self.backlog >= self.max_samples:
+            return consumed, []
+        size = min(len(converted), budget)
+        piece = bytes(converted[:size])
+        del converted[:size]
+        return consumed, self._push(piece)
 
     def _push(self, pcm: bytes) -> list[Hit]:
-        if not pcm:
-            return []
         self.samples += len(pcm) // 2
         if self.oww is not None:
             self.oww.push(np.frombuffer(pcm, dtype="<i2"))
@@ -96,7 +105,7 @@ class WorkerStream:
 
     @property
     def pending(self) -> bool:
-        return (bool(self.inbox) and not self.finishing) or self.backlog > 0
+        return bool(self._converted) or (bool(self.inbox) and not self.finishing) or self.backlog > 0
 
     def release(self) -> None:
         if self.micro is not None:
