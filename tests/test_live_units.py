@@ -278,3 +278,12 @@ def test_realtime_flags_and_environment() -> None:
         parse_settings(["--http", "127.0.0.1:0", "--realtime-vad-aggressiveness", "4"], env={})
     with pytest.raises(SystemExit):
         parse_settings(["--http", "127.0.0.1:0", "--realtime-overflow", "newest"], env={})
+
+
+def test_g711_tables_match_the_standard() -> None:
+    audioop = pytest.importorskip("audioop")  # the reference (gone from Python 3.13)
+    from wyoming_minerva.http.stream_g711 import g711_to_pcm16
+
+    codes = bytes(range(256))
+    assert g711_to_pcm16(codes, "audio/pcmu") == audioop.ulaw2lin(codes, 2)
+    assert g711_to_pcm16(codes, "audio/pcma") == audioop.alaw2lin(codes, 2)

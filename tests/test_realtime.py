@@ -9,12 +9,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import openai
 import pytest
 from conftest import Speech, fixture_path, normalise
 from ws_helpers import Engines, Served, connect, no_live_tasks, receive_json, resample, served
 
 from wyoming_minerva.audio import AudioFormat, convert_pcm, read_wav
+from wyoming_minerva.http.stream_g711 import g711_to_pcm16
 from wyoming_minerva.models.manager import ModelManager
 from wyoming_minerva.models.whisper import SpeechToText
 from wyoming_minerva.settings import AsrSettings, RealtimeSettings
@@ -244,3 +246,39 @@ async def test_a_client_that_vanishes_mid_utterance(server: Served, speech: Spee
         assert hub.sessions == 1
     assert await no_live_tasks() == []
     assert hub.sessions == 0
+
+
+def encode_g711(pcm16: bytes, codec: str) -> bytes:
+    """16-bit PCM → the G.711 codes whose decoded values are nearest (the server's decoder is the reference)."""
+    table = np.frombuffer(g711_to_pcm16(bytes(range(256)), codec), dtype="<i2").astype(np.int32)
+    order = np.argsort(table)
+    ordered = table[order]
+    samples = np.frombuffer(pcm16, dtype="<i2").astype(np.int32)
+    index = np.clip(np.searchsorted(ordered, samples), 1, 255)
+    nearer_left = (samples - ordered[index - 1]) < (ordered[index] - samples)
+    return order[np.where(nearer_left, index - 1, index)].astype(np.uint8).tobytes()
+
+
+@pytest.mark.parametrize("codec", ["audio/pcmu", "audio/pcma"])
+async def test_g711_telephony_audio(server: Served, codec: str) -> None:
+    pcm, fmt = read_wav(fixture_path("asr/living_room_light_en.wav").read_bytes())
+    telephone = encode_g711(convert_pcm(pcm, fmt, 8000), codec)
+    async with sdk(server).realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        await connection.recv()
+        await connection.send(
+            {
+                "type": "session.update",
+                "session": {"type": "transcription", "audio": {"input": {"format": {"type": codec}}}},
+            }
+        )
+        updated = await connection.recv()
+        assert updated.session.audio.input.format.type == codec
+        for offset in range(0, len(telephone), 1600):  # 200 ms appends
+            await connection.input_audio_buffer.append(
+                audio=base64.b64encode(telephone[offset : offset + 1600]).decode()
+            )
+        await connection.input_audio_buffer.append(
+            audio=base64.b64encode(bytes([0xFF if codec == "audio/pcmu" else 0xD5]) * 8000).decode()
+        )
+        events = await events_until(connection, "conversation.item.input_audio_transcription.completed")
+    assert normalise(events[-1].transcript) == "turn on the living room light"

@@ -1,10 +1,11 @@
 """`WS /v1/realtime?intent=transcription`: OpenAI's Realtime API, transcription sessions (current GA shape).
 
 Client events: `session.update` (session.type "transcription"; audio.input.format audio/pcm at 24000 or
-16000 Hz; audio.input.transcription {model, language, prompt}; audio.input.turn_detection server_vad
-{silence_duration_ms, prefix_padding_ms, threshold} or null for manual commits), `input_audio_buffer.append`
-(base64 PCM), `input_audio_buffer.commit`, `input_audio_buffer.clear`. The beta `transcription_session.update`
-(input_audio_format "pcm16", input_audio_transcription, turn_detection) is accepted too.
+16000 Hz, or G.711 audio/pcmu / audio/pcma at 8 kHz; audio.input.transcription {model, language, prompt};
+audio.input.turn_detection server_vad {silence_duration_ms, prefix_padding_ms, threshold} or null for manual
+commits), `input_audio_buffer.append` (base64 audio), `input_audio_buffer.commit`, `input_audio_buffer.clear`.
+The beta `transcription_session.update` (input_audio_format "pcm16" / "g711_ulaw" / "g711_alaw",
+input_audio_transcription, turn_detection) is accepted too.
 
 Server events: `session.created`, `session.updated`, `input_audio_buffer.speech_started` / `speech_stopped` /
 `committed` / `cleared`, `conversation.item.input_audio_transcription.delta` (append-only: words two interim
@@ -49,6 +50,8 @@ from .stream_common import (
     parse_message,
     stream_context,
 )
+from .stream_g711 import CODECS as G711_CODECS
+from .stream_g711 import G711_RATE, g711_to_pcm16
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ class Config:
 
     def __init__(self, model: str) -> None:
         self.model = model
+        self.codec = "audio/pcm"
         self.rate = DEFAULT_RATE
         self.language: str | None = None
         self.prompt: str | None = None
@@ -109,6 +113,9 @@ class Config:
             vad_aggressiveness=min(3, int(td["threshold"] * 4)) if td else None,  # 0.5 → webrtcvad's 2
         )
 
+    def format(self) -> dict[str, Any]:
+        return {"type": self.codec, "rate": self.rate} if self.codec == "audio/pcm" else {"type": self.codec}
+
     def describe(self, session_id: str) -> dict[str, Any]:
         return {
             "object": "realtime.transcription_session",
@@ -116,7 +123,9 @@ class Config:
             "id": session_id,
             "audio": {
                 "input": {
-                    "format": {"type": "audio/pcm", "rate": self.rate},
+                    "format": {"type": self.codec, "rate": self.rate}
+                    if self.codec == "audio/pcm"
+                    else {"type": self.codec},
                     "transcription": {"model": self.model, "language": self.language, "prompt": self.prompt or ""},
                     "turn_detection": self.turn_detection,
                     "noise_reduction": None,  # not offered: accepted and ignored
@@ -136,7 +145,7 @@ class Config:
             )
         audio_input = _object(_object(session.get("audio"), "session.audio").get("input"), "session.audio.input")
         if "format" in audio_input:
-            self.rate = _rate(audio_input["format"])
+            self.codec, self.rate = _format(audio_input["format"])
         if "transcription" in audio_input and audio_input["transcription"] is not None:
             transcription = _object(audio_input["transcription"], "session.audio.input.transcription")
             self.model = _text(transcription, "model", self.model, "session.audio.input.transcription") or self.model
@@ -166,16 +175,20 @@ def _text(data: dict[str, Any], key: str, default: str | None, parent: str) -> s
     return value or None
 
 
-def _rate(fmt: object) -> int:
+def _format(fmt: object) -> tuple[str, int]:
     param = "session.audio.input.format"
     fmt = _object(fmt, param)
     kind = fmt.get("type", "audio/pcm")
+    if kind in G711_CODECS:
+        return str(kind), G711_RATE
     if kind != "audio/pcm":
-        raise InvalidValueError(f"audio format {kind!r} is not supported (use audio/pcm)", f"{param}.type")
+        raise InvalidValueError(
+            f"audio format {kind!r} is not supported (audio/pcm, audio/pcmu, audio/pcma)", f"{param}.type"
+        )
     rate = fmt.get("rate", DEFAULT_RATE)
     if rate not in RATES or isinstance(rate, bool):
         raise InvalidValueError(f"rate {rate!r} is not supported (use 24000 or 16000)", f"{param}.rate")
-    return int(rate)
+    return "audio/pcm", int(rate)
 
 
 def _turn_detection(value: object, current: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -210,9 +223,11 @@ def _from_beta(session: dict[str, Any]) -> dict[str, Any]:
     audio_input: dict[str, Any] = {}
     fmt = session.get("input_audio_format")
     if fmt is not None:
-        if fmt != "pcm16":
-            raise InvalidValueError(f"input_audio_format {fmt!r} is not supported (use pcm16)", "input_audio_format")
-        audio_input["format"] = {"type": "audio/pcm", "rate": DEFAULT_RATE}
+        kinds = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
+        if fmt not in kinds:
+            message = f"input_audio_format {fmt!r} is not supported (pcm16, g711_ulaw, g711_alaw)"
+            raise InvalidValueError(message, "input_audio_format")
+        audio_input["format"] = {"type": kinds[fmt], "rate": DEFAULT_RATE}
     if "input_audio_transcription" in session:
         audio_input["transcription"] = session["input_audio_transcription"]
     if "turn_detection" in session:
@@ -279,7 +294,8 @@ class RealtimeConnection:
     async def _dispatch(self, data: dict[str, Any]) -> None:
         kind = data["type"]
         if kind == "input_audio_buffer.append":
-            self.session.feed(decode_base64(data.get("audio")))
+            audio = decode_base64(data.get("audio"))
+            self.session.feed(audio if self.config.codec == "audio/pcm" else g711_to_pcm16(audio, self.config.codec))
         elif kind in ("session.update", "transcription_session.update"):
             beta = kind == "transcription_session.update"
             self.config.update(_object(data.get("session"), "session"), beta)
