@@ -51,6 +51,10 @@ CASES = {
         ["-5 degrees outside.", "+3 inside.", "2024 was a year.", "1.5 liters."],
     ),
     "quotes close the sentence": ('He said "stop." Then left.', ['He said "stop."', "Then left."]),
+    "exclamation inside a sentence": (
+        'He shouted "Stop!" and left. Why? Because.',
+        ['He shouted "Stop!" and left.', "Why?", "Because."],
+    ),
 }
 
 
@@ -111,7 +115,8 @@ def test_a_sentence_is_given_out_as_soon_as_it_is_complete() -> None:
     assert splitter.feed(" ") == ["Turned on the lights."]
     assert splitter.feed("Anything") == []
     assert splitter.feed(" else?") == []
-    assert splitter.finish() == ["Anything else?"]
+    assert splitter.feed(" Bye") == ["Anything else?"]
+    assert splitter.finish() == ["Bye."]
 
 
 def test_a_long_first_sentence_is_cut_at_a_clause_while_it_streams() -> None:

@@ -359,7 +359,8 @@ def _find_boundary(text: str) -> int | None:
 def _is_sentence_end(before: str, terminator: str, following: str) -> bool | None:
     """Whether `terminator` (followed by whitespace) ends a sentence; None when `following` must be known."""
     if "!" in terminator or "?" in terminator:
-        return True
+        # 'He said "Stop!" and left.' goes on; decided by the next word.
+        return None if not following else not following.islower()
     if terminator.startswith("..") or terminator.startswith("…"):
         # An ellipsis is a pause unless a new sentence clearly starts.
         return None if not following else (following.isupper() or following.isdigit())
