@@ -170,6 +170,13 @@ def test_no_piece_is_longer_than_the_bound() -> None:
     assert " ".join(p.rstrip(",") for p in pieces).split() == text.split()
 
 
+def test_a_first_sentence_without_spaces_or_clauses_is_bounded_too() -> None:
+    text = "这是一个没有任何标点符号的很长的句子" * 10 + "。"
+    pieces = split_text(text)
+    assert len(pieces) > 1 and all(len(p) <= 111 for p in pieces)
+    assert "".join(p.rstrip(",") for p in pieces) == text
+
+
 def test_cuts_never_split_a_link_or_code_span() -> None:
     text = "Please read [the long and detailed installation guide, part two](https://x.org/a) before you start."
     pieces = split_text(text)

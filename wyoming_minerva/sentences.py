@@ -277,8 +277,7 @@ class SentenceSplitter:
                     cut = _phrase_cut(head, cfg.min_clause_chars, cfg.first_piece_hard_chars, cfg.prepositions)
                 if cut is not None:
                     return cut
-            return None
-        if len(text) <= cfg.max_piece_chars:
+        if len(text) <= cfg.max_piece_chars:  # the bound holds for every piece, the first one too
             return None
         head = text[: cfg.max_piece_chars + 1]
         cut = _punctuation_cut(head, cfg.min_clause_chars) or _word_before(head, cfg.conjunctions, cfg.min_clause_chars)
