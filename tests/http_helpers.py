@@ -114,6 +114,14 @@ def decode(data: bytes) -> Decoded:
     return Decoded(codec, rate, len(samples) / rate, peak)
 
 
+def same_length(fmt: str, decoded: float, expected: float) -> bool:
+    """Lossless formats decode to the exact length; mp3 and aac add their encoder delay and pad the last frame
+    (up to ~3 frames: 0.15 s at 24 kHz), Opus its 20 ms frames."""
+    if fmt in ("mp3", "aac"):
+        return expected - 0.005 <= decoded <= expected + 0.15
+    return abs(decoded - expected) <= (0.03 if fmt == "opus" else 0.005)
+
+
 def envelope_of(response: httpx.Response) -> dict[str, Any]:
     """The OpenAI error envelope, checked for shape."""
     body = response.json()
