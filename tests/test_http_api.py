@@ -230,19 +230,17 @@ async def test_speed_changes_the_length(client: Api) -> None:
 
 
 async def test_speech_sse_stream(client: Api) -> None:
-    response = await client.raw.post(
-        "/v1/audio/speech",
-        json={
-            "model": "gpt-4o-mini-tts",
-            "voice": "coral",
-            "input": TWO_SENTENCES,
-            "response_format": "pcm",
-            "stream_format": "sse",
-            "instructions": "None",
-        },
-    )
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
-    events = [json.loads(block[len("data: ") :]) for block in response.text.strip().split("\n\n")]
+    async with client.sdk.audio.speech.with_streaming_response.create(
+        model="gpt-4o-mini-tts",
+        voice="coral",
+        input=TWO_SENTENCES,
+        response_format="pcm",
+        stream_format="sse",
+        instructions="None",
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line async for line in response.iter_lines()]
+    events = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
     assert [e["type"] for e in events] == ["speech.audio.delta"] * (len(events) - 1) + ["speech.audio.done"]
     assert len(events) >= 3  # a delta per sentence at least
     pcm = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])

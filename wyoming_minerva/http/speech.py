@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Request
@@ -88,6 +90,7 @@ async def create_speech(
     body: Annotated[SpeechRequest, Body()],
     ctx: Ctx,
 ) -> Response:
+    started = time.perf_counter()
     tts = ctx.tts()
     requested = body.voice.id if isinstance(body.voice, VoiceId) else body.voice
     choice = _model_voice(body.model, choose_voice(requested, ctx.http.voice_map), tts)
@@ -109,12 +112,34 @@ async def create_speech(
 
     pieces, first = await cancel_on_disconnect(request, start())
     encoder = SpeechEncoder(body.response_format, OUTPUT_RATE)
+    progress = _Progress(started, f"{body.response_format}/{body.stream_format}", time.perf_counter() - started)
     if body.stream_format == "sse":
-        return StreamingResponse(_events(pieces, first, encoder), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+        events = _events(pieces, first, encoder, progress)
+        return StreamingResponse(events, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
     media_type = SPEECH_FORMATS[body.response_format].media_type
-    return StreamingResponse(
-        _audio(pieces, first, encoder), media_type=media_type, headers={"Cache-Control": "no-cache"}
-    )
+    audio = _audio(pieces, first, encoder, progress)
+    return StreamingResponse(audio, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+
+@dataclass
+class _Progress:
+    """What the log line of one answer says (never the text)."""
+
+    started: float
+    label: str
+    first_seconds: float  # request → first piece synthesized (the audio starts right after)
+    pcm_bytes: int = 0
+    complete: bool = False
+
+    def log(self) -> None:
+        _LOGGER.info(
+            "HTTP speech %s: %.2f s audio, first audio %.0f ms, total %.0f ms%s",
+            self.label,
+            self.pcm_bytes / 2 / OUTPUT_RATE,
+            self.first_seconds * 1000,
+            (time.perf_counter() - self.started) * 1000,
+            "" if self.complete else " (ended early)",
+        )
 
 
 def _model_voice(model: str, choice: VoiceChoice, tts: TextToSpeech) -> VoiceChoice:
@@ -138,40 +163,50 @@ def _length_scale(speed: float, ctx: HttpContext) -> float | None:
     return (ctx.settings.tts.length_scale or 1.0) / speed
 
 
-async def _encoded(pieces: AsyncIterator[bytes], first: bytes, encoder: SpeechEncoder) -> AsyncIterator[bytes]:
+async def _encoded(
+    pieces: AsyncIterator[bytes], first: bytes, encoder: SpeechEncoder, progress: _Progress
+) -> AsyncIterator[bytes]:
     """Encoded bytes per piece; the encoding (mp3 costs ~10 ms a second of audio) runs off the event loop."""
     run = asyncio.to_thread if encoder.format.container is not None else _inline
     try:
+        progress.pcm_bytes += len(first)
         chunk = await run(encoder.encode, first)
         if chunk:
             yield chunk
         async for pcm in pieces:
+            progress.pcm_bytes += len(pcm)
             chunk = await run(encoder.encode, pcm)
             if chunk:
                 yield chunk
         tail = await run(encoder.finish)
+        progress.complete = True
         if tail:
             yield tail
     finally:
         await aclose(pieces)
         encoder.close()
+        progress.log()
 
 
 async def _inline(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
 
-async def _audio(pieces: AsyncIterator[bytes], first: bytes, encoder: SpeechEncoder) -> AsyncIterator[bytes]:
+async def _audio(
+    pieces: AsyncIterator[bytes], first: bytes, encoder: SpeechEncoder, progress: _Progress
+) -> AsyncIterator[bytes]:
     try:
-        async for chunk in _encoded(pieces, first, encoder):
+        async for chunk in _encoded(pieces, first, encoder, progress):
             yield chunk
     except MinervaError as err:  # the status is sent: all we can do is end the audio early
         _LOGGER.warning("Speech stream ended early: %s (%s)", err, err.code)
 
 
-async def _events(pieces: AsyncIterator[bytes], first: bytes, encoder: SpeechEncoder) -> AsyncIterator[bytes]:
+async def _events(
+    pieces: AsyncIterator[bytes], first: bytes, encoder: SpeechEncoder, progress: _Progress
+) -> AsyncIterator[bytes]:
     try:
-        async for chunk in _encoded(pieces, first, encoder):
+        async for chunk in _encoded(pieces, first, encoder, progress):
             yield sse({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})
         yield sse({"type": "speech.audio.done"})
     except MinervaError as err:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -19,6 +21,8 @@ from .errors import ERROR_RESPONSES, ApiError, ErrorEnvelope, from_minerva
 from .names import OPENAI_STT_MODELS, is_stt_model
 from .streaming import SSE_HEADERS, SSE_MEDIA_TYPE, aclose, sse, sse_error
 from .transcripts import Granularity, ResponseFormat, Transcript
+
+_LOGGER = logging.getLogger(__name__)
 
 router = APIRouter(tags=["speech-to-text"])
 
@@ -184,14 +188,25 @@ async def _decode(ctx: HttpContext, data: bytes) -> DecodedAudio:
 
 
 async def _transcribe(ctx: HttpContext, data: bytes, options: TranscriptionOptions) -> Transcript:
+    started = time.perf_counter()
     audio = await _decode(ctx, data)
+    decoded = time.perf_counter()
     language, duration, segments = options.language or "en", audio.seconds, []
     async for item in ctx.stt().stream(audio.samples, options):
         if isinstance(item, TranscriptionInfo):
             language, duration = item.language, item.duration
         else:
             segments.append(item)
-    return transcripts.build(segments, language, duration, audio.heard_speech, options.task, options.temperature)
+    result = transcripts.build(segments, language, duration, audio.heard_speech, options.task, options.temperature)
+    _LOGGER.info(
+        "HTTP %s: %.2f s audio, file decode %.0f ms, model %.0f ms, %d chars",
+        options.task,
+        audio.seconds,
+        (decoded - started) * 1000,
+        (time.perf_counter() - decoded) * 1000,
+        len(result.text),
+    )
+    return result
 
 
 def _respond(result: Transcript, response_format: str, granularities: tuple[Granularity, ...]) -> Response:
