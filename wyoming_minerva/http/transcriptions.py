@@ -113,7 +113,8 @@ async def create_transcription(
         language=_language(language),
         prompt=prompt,
         temperature=temperature or None,
-        word_timestamps=response_format in ("srt", "vtt", "verbose_json"),
+        timestamps=response_format in ("srt", "vtt", "verbose_json"),
+        word_timestamps="word" in granularities,
     )
     data = await file.read()
     if stream:
@@ -153,7 +154,7 @@ async def create_translation(
         prompt=prompt,
         task="translate",
         temperature=temperature or None,
-        word_timestamps=response_format in ("srt", "vtt", "verbose_json"),
+        timestamps=response_format in ("srt", "vtt", "verbose_json"),
     )
     data = await file.read()
     result = await cancel_on_disconnect(request, _transcribe(ctx, data, options))

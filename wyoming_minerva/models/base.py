@@ -21,6 +21,7 @@ class TranscriptionOptions:
     initial_prompt: str | None = None
     hotwords: str | None = None  # vocabulary hints (names, terms)
     temperature: float | None = None  # None = the engine's fallback schedule
+    timestamps: bool = False  # segment start/end (subtitles); costs a little decoding time
     word_timestamps: bool = False
     skip_silence: bool = False  # the engine's own VAD filter (useful for long files)
 

@@ -126,7 +126,7 @@ class WhisperTranscriber:
             hotwords=options.hotwords,
             temperature=options.temperature if options.temperature is not None else [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
             condition_on_previous_text=False,
-            without_timestamps=not options.word_timestamps,
+            without_timestamps=not (options.timestamps or options.word_timestamps),
             word_timestamps=options.word_timestamps,
             vad_filter=options.skip_silence,
         )
