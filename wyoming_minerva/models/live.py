@@ -239,10 +239,12 @@ class LiveSession:
             return
         if decode is not None and not decode.finished:
             return
-        # Interims leave the worker idle for as long as interim_ms of audio between runs, so a speculative
-        # decode at the next pause seldom finds one still busy.
+        # Between interims the session leaves the workers idle for interim_ms of audio, and at least as long as
+        # the last decode took: a decode cannot be stopped midway, so one still running when the speaker pauses
+        # delays the final (on a busy machine by up to a whole decode). At most half the time goes to interims.
         interval = samples_of(self._settings.interim_ms)
-        if self.options.interim and interval and utt.samples - utt.idle_from >= interval:
+        wait = max(interval, utt.last_decode_samples)
+        if self.options.interim and interval and utt.samples - utt.idle_from >= wait:
             self._wanted = True
             self.hub.scheduler.want(self, self._start_decode)
 
@@ -271,6 +273,7 @@ class LiveSession:
         if self.closed or utt.committed or utt is not self._utt or decode is not utt.decode:
             return  # a final uses it (or nobody does)
         utt.idle_from = utt.samples
+        utt.last_decode_samples = samples_of(round(decode.decode_ms))
         if decode.error is None:
             self._stats.interims += 1
             text = decode.text

@@ -94,6 +94,7 @@ class Utterance:
         self.last_speech_wall = 0.0
         self.decode: Decode | None = None  # the latest interim or speculative decode
         self.idle_from = 0  # utterance sample when the last decode finished (interims wait interim_ms after it)
+        self.last_decode_samples = 0  # how long (as audio) the last decode took
         self.last_interim = ""
 
     @property
