@@ -287,3 +287,21 @@ def test_g711_tables_match_the_standard() -> None:
     codes = bytes(range(256))
     assert g711_to_pcm16(codes, "audio/pcmu") == audioop.ulaw2lin(codes, 2)
     assert g711_to_pcm16(codes, "audio/pcma") == audioop.alaw2lin(codes, 2)
+
+
+async def test_a_client_that_never_reads_ends_its_session(speech: Speech) -> None:
+    fake = FakeTranscriber()
+    hub, manager = await fake_hub(fake, max_buffer_seconds=10_000)
+    try:
+        session = hub.open(options(speech))
+        one = speech.silence(0.2) + speech.say("Turn it off.") + speech.silence(0.6)
+        for _ in range(150):  # ~4 events each, nobody reading: past the 512 the outbox holds
+            await feed(session, one, speech.rate)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.2)
+        assert session.closed and session.error is not None and session.error.code == "buffer_overflow"
+        assert hub.sessions == 0
+        assert [e async for e in session.events()] == []  # ended, the backlog dropped
+    finally:
+        await hub.close()
+        await manager.close()

@@ -148,6 +148,8 @@ class LiveSession:
         usable = len(data) - len(data) % FRAME_BYTES
         self._leftover = data[usable:]
         for offset in range(0, usable, FRAME_BYTES):
+            if self.closed:
+                return  # an event could not be queued: the session failed mid-chunk
             self._frame(data[offset : offset + FRAME_BYTES])
 
     def _frame(self, frame: bytes) -> None:
@@ -324,6 +326,8 @@ class LiveSession:
         pending = PendingFinal(utt.number, end, end_wall)
         self._pending_samples += end
         self._emit(Committed(utt.number, ms(utt.samples), reason))
+        if self.closed:
+            return
         decode = utt.decode
         if not utt.started:
             # The VAD heard no speech: nothing goes to Whisper.
