@@ -215,6 +215,9 @@ class WyomingServer:
         _LOGGER.debug("%s: %s connected", self.service, peer)
         try:
             await serve_connection(reader, sink, self.factory, self.service)
+        except asyncio.CancelledError:
+            # Closed by close(): end quietly, or asyncio logs the cancelled connection callback as an error.
+            pass
         finally:
             self._tasks.discard(task)
             sink.closed = True
