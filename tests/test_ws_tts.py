@@ -104,7 +104,7 @@ async def test_llm_deltas_are_spoken_before_the_text_ends(server: tuple[Served, 
             if index == 0:
                 delta["speed"] = 1.25
             await ws.send(json.dumps(delta))
-            await asyncio.sleep(0.08)  # a language model writing
+            await asyncio.sleep(0.1)  # a language model writing
         end_sent = asyncio.get_running_loop().time()
         await ws.send(json.dumps({"type": "end"}))
         messages, frames = await asyncio.wait_for(listener, 60)
