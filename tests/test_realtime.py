@@ -232,6 +232,17 @@ async def test_api_key_and_intent(server: Served) -> None:
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
 
+async def test_browser_clients_send_the_key_as_a_subprotocol(server: Served) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    url = server.url("/v1/realtime?intent=transcription")
+    async with connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"]) as ws:
+        assert (await receive_json(ws))["type"] in ("session.created", "transcription_session.created")
+    with pytest.raises(InvalidStatus):
+        async with connect(url, subprotocols=["realtime", "openai-insecure-api-key.wrong"]) as ws:
+            await ws.recv()
+
+
 async def test_a_client_that_vanishes_mid_utterance(server: Served, speech: Speech) -> None:
     hub = server.streams.hub
     assert hub is not None

@@ -113,9 +113,10 @@ class App:
             raise
 
     async def _start_http(self, http: HttpSettings) -> None:
-        """The HTTP API in this loop, on the same engines (both, also when no Wyoming service runs)."""
+        """The HTTP API in this loop, on the same engines (all of them, also when no Wyoming service runs)."""
         self._stt()
         self._tts()
+        self._wake()
         app = create_app(self.settings, self.engines, self.manager)
         server = HttpServer(app, http.host, http.port, self.settings.shutdown_grace_seconds, self.settings.debug)
         try:

@@ -40,6 +40,9 @@ class Gate:
         self.active -= 1
 
 
+WS_KEY_PROTOCOL_PREFIX = "openai-insecure-api-key."
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers") or ():
         if key.lower() == name:
@@ -56,6 +59,12 @@ def presented_keys(scope: Scope) -> Iterable[str]:
     api_key = _header(scope, b"x-api-key")
     if api_key:
         yield api_key.strip()
+    if scope["type"] == "websocket":
+        # Browsers cannot set headers on a WebSocket handshake; OpenAI's clients send the key as a subprotocol.
+        for protocol in (_header(scope, b"sec-websocket-protocol") or "").split(","):
+            prefix, _, key = protocol.strip().partition(WS_KEY_PROTOCOL_PREFIX)
+            if not prefix and key:
+                yield key
 
 
 def key_matches(scope: Scope, api_key: str) -> bool:
