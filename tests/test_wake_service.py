@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soxr
 from conftest import Speech, fixture_path, wyoming_client, wyoming_server
+from test_wake_support import SteadySpeech
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
@@ -148,6 +149,7 @@ async def test_each_recording_gives_exactly_its_own_detection(name: str) -> None
 
 
 async def test_non_wake_audio_gives_not_detected_from_every_model(speech: Speech) -> None:
+    steady = SteadySpeech(speech)
     snowboy, rate = fixture_pcm("snowboy")
     command, command_fmt = read_wav(fixture_path("asr/turn_on_the_living_room_lamp.wav").read_bytes())
     async with wake_server() as (server, wake):
@@ -157,16 +159,17 @@ async def test_non_wake_audio_gives_not_detected_from_every_model(speech: Speech
                 (snowboy + bytes(rate), (rate, 2, 1)),
                 (bytes(5 * 16000 * 2), (16000, 2, 1)),  # digital silence
                 (command, (command_fmt.rate, command_fmt.width, command_fmt.channels)),  # 44.1 kHz stereo
-                (speech.say("Turn on the kitchen lights.") + speech.silence(1.0), (speech.rate, 2, 1)),
-                (speech.say("What's the weather like today?") + speech.silence(1.0), (speech.rate, 2, 1)),
+                (steady.say("Turn on the kitchen lights.") + steady.silence(1.0), (steady.rate, 2, 1)),
+                (steady.say("What's the weather like today?") + steady.silence(1.0), (steady.rate, 2, 1)),
             ]:
                 events = await detect(client, pcm, fmt[0], everything, fmt[1], fmt[2])
                 assert [e.type for e in events] == ["not-detected"]
 
 
 async def test_44khz_stereo_input_is_converted(speech: Speech) -> None:
-    mono = np.frombuffer(speech.say("Hey Jarvis.") + speech.silence(1.0), dtype="<i2")
-    resampled = soxr.resample(mono.astype(np.float32), speech.rate, 44100).astype("<i2")
+    steady = SteadySpeech(speech)
+    mono = np.frombuffer(steady.say("Hey Jarvis.") + steady.silence(1.0), dtype="<i2")
+    resampled = soxr.resample(mono.astype(np.float32), steady.rate, 44100).astype("<i2")
     stereo = np.repeat(resampled, 2).tobytes()
     async with wake_server() as (server, _), wyoming_client(server.port) as client:
         found = detections(await detect(client, stereo, 44100, ["hey_jarvis"], channels=2))
@@ -186,12 +189,13 @@ async def test_44khz_stereo_input_is_converted(speech: Speech) -> None:
     ],
 )
 async def test_synthesized_phrase_in_silence_is_detected_near_its_end(speech: Speech, text: str, name: str) -> None:
-    phrase = speech.say(text)
+    steady = SteadySpeech(speech)
+    phrase = steady.say(text)
     lead = 3.0
-    pcm = speech.silence(lead) + phrase + speech.silence(3.0)
-    phrase_end = lead + phrase_end_seconds(phrase, speech.rate)
+    pcm = steady.silence(lead) + phrase + steady.silence(3.0)
+    phrase_end = lead + phrase_end_seconds(phrase, steady.rate)
     async with wake_server() as (server, _), wyoming_client(server.port) as client:
-        found = detections(await detect(client, pcm, speech.rate, [name]))
+        found = detections(await detect(client, pcm, steady.rate, [name]))
     assert len(found) == 1 and found[0][0] == name, found
     assert abs(found[0][1] / 1000 - phrase_end) <= 0.5, (found, phrase_end)
 
@@ -201,12 +205,13 @@ async def test_synthesized_phrase_in_silence_is_detected_near_its_end(speech: Sp
 
 async def test_home_assistant_flow_without_audio_stop_then_socket_closed(speech: Speech) -> None:
     """HA: detect, audio-start, endless chunks; takes the first detection and closes the socket."""
-    pcm = speech.silence(1.0) + speech.say("Okay Nabu.") + speech.silence(1.0)
+    steady = SteadySpeech(speech)
+    pcm = steady.silence(1.0) + steady.say("Okay Nabu.") + steady.silence(1.0)
     async with wake_server() as (server, wake):
         async with wyoming_client(server.port) as client:
             await client.write_event(Detect(names=["okay_nabu"]).event())
-            await client.write_event(AudioStart(rate=speech.rate, width=2, channels=1).event())
-            await send_audio(client, pcm, speech.rate)
+            await client.write_event(AudioStart(rate=steady.rate, width=2, channels=1).event())
+            await send_audio(client, pcm, steady.rate)
             events = await read_until(client, "detection")
             assert events[-1].data["name"] == "okay_nabu"
             assert wake.active_streams == 1
@@ -214,14 +219,15 @@ async def test_home_assistant_flow_without_audio_stop_then_socket_closed(speech:
 
 
 async def test_satellite_flow_two_wake_ups_on_one_connection(speech: Speech) -> None:
-    first = speech.silence(0.5) + speech.say("Hey Jarvis.") + speech.silence(1.0)
-    second = speech.silence(2.0) + speech.say("Hey Jarvis.") + speech.silence(1.0)
-    second_end = 2.0 + phrase_end_seconds(speech.say("Hey Jarvis."), speech.rate)
+    steady = SteadySpeech(speech)
+    first = steady.silence(0.5) + steady.say("Hey Jarvis.") + steady.silence(1.0)
+    second = steady.silence(2.0) + steady.say("Hey Jarvis.") + steady.silence(1.0)
+    second_end = 2.0 + phrase_end_seconds(steady.say("Hey Jarvis."), steady.rate)
     async with wake_server() as (server, wake), wyoming_client(server.port) as client:
         for pcm in (first, second):  # no audio-stop in between: detect + audio-start again
             await client.write_event(Detect(names=["hey_jarvis"]).event())
-            await client.write_event(AudioStart(rate=speech.rate, width=2, channels=1).event())
-            await send_audio(client, pcm, speech.rate)
+            await client.write_event(AudioStart(rate=steady.rate, width=2, channels=1).event())
+            await send_audio(client, pcm, steady.rate)
             events = await read_until(client, "detection")
             assert [e.type for e in events] == ["detection"]
         # Timestamps restart at the second audio-start.
@@ -233,29 +239,32 @@ async def test_satellite_flow_two_wake_ups_on_one_connection(speech: Speech) -> 
 
 
 async def test_several_detections_on_one_stream_respect_refractory_audio_time(speech: Speech) -> None:
-    word = speech.say("Okay Nabu.")
-    pcm = speech.silence(0.5) + word + speech.silence(2.5) + word + speech.silence(1.0)
+    steady = SteadySpeech(speech)
+    word = steady.say("Okay Nabu.")
+    pcm = steady.silence(0.5) + word + steady.silence(2.5) + word + steady.silence(1.0)
     async with wake_server() as (server, _), wyoming_client(server.port) as client:
-        found = detections(await detect(client, pcm, speech.rate, ["okay_nabu"]))
+        found = detections(await detect(client, pcm, steady.rate, ["okay_nabu"]))
     assert [n for n, _ in found] == ["okay_nabu", "okay_nabu"]
     assert found[1][1] - found[0][1] > 2000
 
 
 async def test_client_without_detect_gets_the_default_model(speech: Speech) -> None:
-    pcm = speech.silence(0.5) + speech.say("Okay Nabu.") + speech.silence(1.0)
+    steady = SteadySpeech(speech)
+    pcm = steady.silence(0.5) + steady.say("Okay Nabu.") + steady.silence(1.0)
     async with wake_server() as (server, _), wyoming_client(server.port) as client:
-        found = detections(await detect(client, pcm, speech.rate, send_detect=False))
+        found = detections(await detect(client, pcm, steady.rate, send_detect=False))
         assert [n for n, _ in found] == ["okay_nabu"]
         found = detections(
-            await detect(client, speech.say("Hey Jarvis.") + speech.silence(1.0), speech.rate, send_detect=False)
+            await detect(client, steady.say("Hey Jarvis.") + steady.silence(1.0), steady.rate, send_detect=False)
         )
         assert found == []  # the default model only
 
 
 async def test_detection_carries_the_name_as_the_client_spelled_it(speech: Speech) -> None:
-    pcm = speech.silence(0.5) + speech.say("Okay Nabu.") + speech.silence(1.0)
+    steady = SteadySpeech(speech)
+    pcm = steady.silence(0.5) + steady.say("Okay Nabu.") + steady.silence(1.0)
     async with wake_server() as (server, _), wyoming_client(server.port) as client:
-        found = detections(await detect(client, pcm, speech.rate, ["ok_nabu"]))
+        found = detections(await detect(client, pcm, steady.rate, ["ok_nabu"]))
     assert [n for n, _ in found] == ["ok_nabu"]
 
 
@@ -263,6 +272,7 @@ async def test_detection_carries_the_name_as_the_client_spelled_it(speech: Speec
 
 
 async def test_unknown_name_is_an_error_listing_known_models_and_connection_survives(speech: Speech) -> None:
+    steady = SteadySpeech(speech)
     async with wake_server() as (server, _), wyoming_client(server.port) as client:
         await client.write_event(Detect(names=["hey_siri"]).event())
         error = (await read_until(client, "error"))[-1].data
@@ -271,18 +281,19 @@ async def test_unknown_name_is_an_error_listing_known_models_and_connection_surv
         await client.write_event(Detect(names="okay_nabu").event())  # type: ignore[arg-type]
         assert (await read_until(client, "error"))[-1].data["code"] == "bad_request"
         found = detections(
-            await detect(client, speech.say("Hey Jarvis.") + speech.silence(1.0), speech.rate, ["hey_jarvis"])
+            await detect(client, steady.say("Hey Jarvis.") + steady.silence(1.0), steady.rate, ["hey_jarvis"])
         )
         assert [n for n, _ in found] == ["hey_jarvis"]
 
 
 async def test_bad_input_gets_error_and_other_streams_are_unaffected(speech: Speech) -> None:
-    pcm = speech.silence(1.0) + speech.say("Alexa.") + speech.silence(1.0)
+    steady = SteadySpeech(speech)
+    pcm = steady.silence(1.0) + steady.say("Alexa.") + steady.silence(1.0)
     async with wake_server() as (server, _), wyoming_client(server.port) as good:
         await good.write_event(Detect(names=["alexa"]).event())
-        await good.write_event(AudioStart(rate=speech.rate, width=2, channels=1).event())
+        await good.write_event(AudioStart(rate=steady.rate, width=2, channels=1).event())
         half = len(pcm) // 2 - (len(pcm) // 2) % 2
-        await send_audio(good, pcm[:half], speech.rate)
+        await send_audio(good, pcm[:half], steady.rate)
         # A client announcing an impossible format, then one sending a broken header.
         async with wyoming_client(server.port) as odd:
             await odd.write_event(AudioStart(rate=16000, width=5, channels=1).event())
@@ -293,17 +304,18 @@ async def test_bad_input_gets_error_and_other_streams_are_unaffected(speech: Spe
             odd._writer.write(b"{this is not json\n")
             await odd._writer.drain()
             assert (await read_until(odd, "error"))[-1].data["code"] == "protocol_error"
-        await send_audio(good, pcm[half:], speech.rate)
+        await send_audio(good, pcm[half:], steady.rate)
         events = await read_until(good, "detection")
         assert events[-1].data["name"] == "alexa"
 
 
 async def test_fast_client_does_not_delay_a_real_time_one(speech: Speech) -> None:
     """One client pushes minutes of speech as fast as it can; a real-time client's wake word is answered first."""
-    talk = np.frombuffer(speech.say("Turn on the kitchen lights and tell me the weather for today."), "<i2")
-    talk16 = soxr.resample(talk.astype(np.float32), speech.rate, 16000).astype("<i2").tobytes()
+    steady = SteadySpeech(speech)
+    talk = np.frombuffer(steady.say("Turn on the kitchen lights and tell me the weather for today."), "<i2")
+    talk16 = soxr.resample(talk.astype(np.float32), steady.rate, 16000).astype("<i2").tobytes()
     flood = talk16 * max(1, int(240 * 16000 * 2 / len(talk16)))  # four minutes
-    wake_word = speech.silence(1.0) + speech.say("Hey Mycroft.") + speech.silence(1.0)
+    wake_word = steady.silence(1.0) + steady.say("Hey Mycroft.") + steady.silence(1.0)
     finished: dict[str, float] = {}
 
     async def flooding(client: AsyncTcpClient) -> None:
@@ -319,8 +331,8 @@ async def test_fast_client_does_not_delay_a_real_time_one(speech: Speech) -> Non
         task = asyncio.create_task(flooding(fast))
         await asyncio.sleep(0.3)
         await live.write_event(Detect(names=["hey_mycroft"]).event())
-        await live.write_event(AudioStart(rate=speech.rate, width=2, channels=1).event())
-        await send_audio(live, wake_word, speech.rate, pace=1.0)
+        await live.write_event(AudioStart(rate=steady.rate, width=2, channels=1).event())
+        await send_audio(live, wake_word, steady.rate, pace=1.0)
         events = await read_until(live, "detection", timeout=10)
         finished["live"] = time.monotonic()
         assert events[-1].data["name"] == "hey_mycroft"
@@ -332,9 +344,10 @@ async def test_fast_client_does_not_delay_a_real_time_one(speech: Speech) -> Non
 
 
 async def test_subscribers_receive_every_detection(speech: Speech) -> None:
-    pcm = speech.silence(0.5) + speech.say("Hey Jarvis.") + speech.silence(1.0)
+    steady = SteadySpeech(speech)
+    pcm = steady.silence(0.5) + steady.say("Hey Jarvis.") + steady.silence(1.0)
     async with wake_server() as (server, wake), wake.subscribe() as events, wyoming_client(server.port) as client:
-        found = detections(await detect(client, pcm, speech.rate, ["hey_jarvis", "hey_jarvis_micro"]))
+        found = detections(await detect(client, pcm, steady.rate, ["hey_jarvis", "hey_jarvis_micro"]))
         received = [await asyncio.wait_for(anext(events), 5) for _ in found]
     assert (
         sorted(e.detection.name for e in received) == sorted(n for n, _ in found) == ["hey_jarvis", "hey_jarvis_micro"]

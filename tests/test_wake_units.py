@@ -12,6 +12,7 @@ import pyopen_wakeword
 import pytest
 import soxr
 from conftest import Speech
+from test_wake_support import SteadySpeech
 
 from wyoming_minerva.cli import parse_settings
 from wyoming_minerva.errors import ModelNotFoundError
@@ -183,12 +184,13 @@ def test_refractory_is_audio_time() -> None:
 
 
 def test_silence_gate_tells_speech_from_silence_and_steady_noise(speech: Speech) -> None:
+    steady = SteadySpeech(speech)
     gate = SilenceGate()
     assert not gate.is_loud(np.zeros(1280, np.float32))
     quiet = np.random.default_rng(0).normal(0, 10, 1280).astype(np.float32)  # about -70 dBFS
     assert not gate.is_loud(quiet)
-    words = np.frombuffer(speech.say("Okay Nabu."), dtype="<i2").astype(np.float32)
-    words = soxr.resample(words, speech.rate, 16000).astype(np.float32)
+    words = np.frombuffer(steady.say("Okay Nabu."), dtype="<i2").astype(np.float32)
+    words = soxr.resample(words, steady.rate, 16000).astype(np.float32)
     chunks = [words[i : i + 1280] for i in range(0, len(words) - 1280, 1280)]
     assert any(gate.is_loud(chunk) for chunk in chunks)
     fan = np.random.default_rng(1).normal(0, 300, 16000 * 3).astype(np.float32)  # about -40 dBFS, steady
