@@ -247,10 +247,12 @@ class OwwRunners:
         self.max_batch = max_batch
         self._runners: dict[int, tuple[SharedModel, BatchRunner]] = {}
 
-    def get(self, shared: SharedModel, row_shape: tuple[int, ...], max_batch: int | None = None) -> BatchRunner:
+    def get(
+        self, shared: SharedModel, row_shape: tuple[int, ...], max_batch: int | None = None, release_gil: bool = False
+    ) -> BatchRunner:
         entry = self._runners.get(id(shared))
         if entry is None or entry[0] is not shared:
-            entry = (shared, shared.runner(row_shape, max_batch or self.max_batch))
+            entry = (shared, shared.runner(row_shape, max_batch or self.max_batch, release_gil))
             self._runners[id(shared)] = entry
         return entry[1]
 
@@ -276,7 +278,7 @@ def process(streams: Sequence[OwwStream], runners: OwwRunners) -> list[list[Hit]
         batch = np.stack([stream.mel_input(x) for stream, x in mel_rows]).astype(np.float32)
         # Batch 1: the melspectrogram graph scales its log by the maximum over the whole input tensor
         # (top_db), so a quiet window batched with loud ones would come out different.
-        out = _mel_transform(runners.get(features.mel, (WINDOW,), max_batch=1).run(batch))
+        out = _mel_transform(runners.get(features.mel, (WINDOW,), max_batch=1, release_gil=True).run(batch))
         for (stream, x), frames in zip(mel_rows, out, strict=True):
             stream.store_mel(x, frames)
     emb_rows = [(p.stream, k) for p in plans for k in p.embs]
@@ -284,7 +286,8 @@ def process(streams: Sequence[OwwStream], runners: OwwRunners) -> list[list[Hit]
         features = emb_rows[0][0].features
         batch = np.stack([stream.emb_input(k) for stream, k in emb_rows])[..., np.newaxis]
         # Batches of at most 8: bigger ones compute no faster and each size is an interpreter with its own buffers.
-        out = runners.get(features.emb, (EMB_FRAMES, MELS, 1), max_batch=8).run(batch).reshape(-1, EMB_DIM)
+        runner = runners.get(features.emb, (EMB_FRAMES, MELS, 1), max_batch=8, release_gil=True)
+        out = runner.run(batch).reshape(-1, EMB_DIM)
         for (stream, k), vector in zip(emb_rows, out, strict=True):
             stream.store_emb(k, vector)
     # Classifiers: one batch per model across every stream that asked for it.

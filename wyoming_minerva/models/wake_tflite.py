@@ -88,15 +88,23 @@ def bundled_library() -> Path:
 
 
 class TfLite:
-    """The C library with typed entry points. One per engine; loading the same file twice shares it."""
+    """The C library with typed entry points. One per engine; loading the same file twice shares it.
+
+    `lib` releases the GIL during each call, `held` keeps it. Every release is a chance to wait up to the
+    interpreter's switch interval (5 ms) for the GIL to come back while the event loop parses audio events;
+    so only invokes long enough to be worth running beside Python (the feature models) release it, and the
+    microsecond calls (tensor copies, small classifiers) keep it.
+    """
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or bundled_library()
         mode = getattr(os, "RTLD_GLOBAL", 0)
         self.lib = C.CDLL(str(self.path), mode=mode)
+        self.held = C.PyDLL(str(self.path), mode=mode)
         for name, (argtypes, restype) in _SIGNATURES.items():
-            fn = getattr(self.lib, name)
-            fn.argtypes, fn.restype = argtypes, restype
+            for library in (self.lib, self.held):
+                fn = getattr(library, name)
+                fn.argtypes, fn.restype = argtypes, restype
         self.lib.TfLiteTensorQuantizationParams.argtypes = [_vp]
         self.lib.TfLiteTensorQuantizationParams.restype = _QuantParams
         self.lib.TfLiteXNNPackDelegateOptionsDefault.argtypes = []
@@ -145,8 +153,16 @@ class TensorSpec:
 class Interpreter:
     """One interpreter (not thread-safe: one thread uses it). Input and output 0 only."""
 
-    def __init__(self, model: TfLiteModel, input_shape: tuple[int, ...] | None = None, xnnpack: bool = True) -> None:
+    def __init__(
+        self,
+        model: TfLiteModel,
+        input_shape: tuple[int, ...] | None = None,
+        xnnpack: bool = True,
+        release_gil: bool = False,
+    ) -> None:
         self._lib = lib = model.tflite.lib
+        self._held = model.tflite.held
+        self._invoke = (lib if release_gil else self._held).TfLiteInterpreterInvoke
         self._delegate: int | None = None
         options = lib.TfLiteInterpreterOptionsCreate()
         lib.TfLiteInterpreterOptionsSetNumThreads(options, 1)  # parallelism comes from our own workers
@@ -191,13 +207,13 @@ class Interpreter:
         if not self._handle:
             raise InferenceError("interpreter is closed")
         data = np.ascontiguousarray(data, dtype=self.input.dtype)
-        lib = self._lib
-        if lib.TfLiteTensorCopyFromBuffer(self._input, data.ctypes.data, data.nbytes) != 0:
+        held = self._held
+        if held.TfLiteTensorCopyFromBuffer(self._input, data.ctypes.data, data.nbytes) != 0:
             raise InferenceError(f"input of {data.nbytes} bytes does not fit shape {self.input.shape}")
-        if lib.TfLiteInterpreterInvoke(self._handle) != 0:
+        if self._invoke(self._handle) != 0:
             raise InferenceError("TensorFlow Lite invoke failed")
         out = self._out
-        lib.TfLiteTensorCopyToBuffer(self._output, out.ctypes.data, out.nbytes)
+        held.TfLiteTensorCopyToBuffer(self._output, out.ctypes.data, out.nbytes)
         return out.copy()
 
     def _free_delegate(self) -> None:
@@ -222,11 +238,14 @@ class BatchRunner:
     row by row. Created and used by one worker thread.
     """
 
-    def __init__(self, model: TfLiteModel, row_shape: tuple[int, ...], max_batch: int = 32) -> None:
+    def __init__(
+        self, model: TfLiteModel, row_shape: tuple[int, ...], max_batch: int = 32, release_gil: bool = False
+    ) -> None:
         self.model = model
         self.row_shape = row_shape
         self.max_batch = max_batch
-        self._by_size: dict[int, Interpreter] = {1: Interpreter(model, (1, *row_shape))}
+        self.release_gil = release_gil
+        self._by_size: dict[int, Interpreter] = {1: Interpreter(model, (1, *row_shape), release_gil=release_gil)}
         self.output_row_shape = self._by_size[1].output.shape[1:]
         self._batchable = True
 
@@ -236,7 +255,7 @@ class BatchRunner:
         if not self._batchable:
             return None
         try:
-            self._by_size[size] = Interpreter(self.model, (size, *self.row_shape))
+            self._by_size[size] = Interpreter(self.model, (size, *self.row_shape), release_gil=self.release_gil)
         except ModelLoadError:
             self._batchable = False
             return None
@@ -274,8 +293,8 @@ class SharedModel:
         self.closed = False
         self._on_close = on_close
 
-    def runner(self, row_shape: tuple[int, ...], max_batch: int = 32) -> BatchRunner:
-        return BatchRunner(self.model, row_shape, max_batch)
+    def runner(self, row_shape: tuple[int, ...], max_batch: int = 32, release_gil: bool = False) -> BatchRunner:
+        return BatchRunner(self.model, row_shape, max_batch, release_gil)
 
     def interpreter(self, xnnpack: bool = False) -> Interpreter:
         """A private interpreter (stateful streaming models need one per stream)."""
