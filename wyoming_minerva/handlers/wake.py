@@ -113,7 +113,6 @@ class WakeHandler(DescribingHandler):
         try:
             async for detection in stream:
                 await self.sink.send(Detection(name=detection.name, timestamp=detection.timestamp_ms).event())
-                _LOGGER.debug("%s: detected %s at %d ms", self.sink.peer, detection.name, detection.timestamp_ms)
         except Exception as err:
             _LOGGER.warning("%s: wake stream failed: %s", self.sink.peer, err)
             await self.sink.send(error_event(err))

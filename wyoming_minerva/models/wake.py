@@ -217,6 +217,14 @@ class WakeStream:
                 probability=hit.probability,
             )
             self.detections += 1
+            _LOGGER.info(
+                "Wake word %s detected at %d ms of stream %d (%s), probability %.2f",
+                detection.name,
+                detection.timestamp_ms,
+                self.id,
+                self.peer,
+                detection.probability,
+            )
             self._queue.put_nowait(detection)
             self._owner._broadcast(WakeEvent(detection, self.id, self.peer, time.time()))
         if report.error is not None:
