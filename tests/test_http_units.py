@@ -200,6 +200,9 @@ def test_api_key_from_bearer_or_x_api_key() -> None:
     assert not key_matches(scope((b"authorization", b"Bearer s3cre")), "s3cret")
     assert not key_matches(scope((b"authorization", b"Basic s3cret")), "s3cret")
     assert not key_matches(scope(), "s3cret")
+    offered = (b"sec-websocket-protocol", b"realtime, openai-insecure-api-key.s3cret")
+    assert key_matches({"type": "websocket", "headers": [offered]}, "s3cret")
+    assert not key_matches({"type": "http", "headers": [offered]}, "s3cret")  # only on WebSocket handshakes
 
 
 # ---- flags -----------------------------------------------------------------------------------------

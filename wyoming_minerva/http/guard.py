@@ -59,7 +59,7 @@ def presented_keys(scope: Scope) -> Iterable[str]:
     api_key = _header(scope, b"x-api-key")
     if api_key:
         yield api_key.strip()
-    if scope["type"] == "websocket":
+    if scope.get("type") == "websocket":
         # Browsers cannot set headers on a WebSocket handshake; OpenAI's clients send the key as a subprotocol.
         for protocol in (_header(scope, b"sec-websocket-protocol") or "").split(","):
             prefix, _, key = protocol.strip().partition(WS_KEY_PROTOCOL_PREFIX)
