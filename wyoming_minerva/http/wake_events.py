@@ -105,14 +105,10 @@ async def wake_events_sse(request: Request) -> StreamingResponse:
 @router.websocket("/v1/wake/events")
 async def wake_events_ws(websocket: WebSocket) -> None:
     """Every wake word detection, one JSON message each."""
-    ctx = stream_context(websocket)
-    await websocket.accept()
-    channel = Channel(websocket, ctx.settings.max_frame_bytes)
-    wake = ctx.wake
-    if wake is None:
-        last = {"type": "error", "code": "service_unavailable", "message": "wake word detection is not available"}
-        await channel.close(CLOSE_UNAVAILABLE, "no wake word", last)
+    opened = await _open(websocket)
+    if opened is None:
         return
+    channel, wake = opened
     async with wake.subscribe(SUBSCRIBER_BACKLOG) as subscription:
 
         async def forward() -> None:
@@ -214,12 +210,20 @@ class DetectConnection:
 @router.websocket("/v1/wake/detect")
 async def wake_detect(websocket: WebSocket) -> None:
     """Stream microphone PCM, receive wake word detections."""
+    opened = await _open(websocket)
+    if opened is None:
+        return
+    channel, wake = opened
+    await DetectConnection(channel, wake).serve()
+
+
+async def _open(websocket: WebSocket) -> tuple[Channel, WakeWords] | None:
+    """Accept the socket; None (after a clear close) when this process runs no wake word engine."""
     ctx = stream_context(websocket)
     await websocket.accept()
     channel = Channel(websocket, ctx.settings.max_frame_bytes)
-    wake = ctx.wake
-    if wake is None:
+    if ctx.wake is None:
         last = {"type": "error", "code": "service_unavailable", "message": "wake word detection is not available"}
         await channel.close(CLOSE_UNAVAILABLE, "no wake word", last)
-        return
-    await DetectConnection(channel, wake).serve()
+        return None
+    return channel, ctx.wake
