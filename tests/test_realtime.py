@@ -65,7 +65,8 @@ async def events_until(connection: Any, kind: str, count: int = 1, timeout: floa
 
 async def test_openai_sdk_session_and_event_order(server: Served, speech: Speech) -> None:
     utterances = [COMMAND, SECOND]
-    pcm = b"".join(speech.silence(0.4) + speech.say(text) for text in utterances) + speech.silence(1.0)
+    # 1 s between the commands: well over the 500 ms that ends a turn, whatever Piper's random pause lengths.
+    pcm = b"".join(speech.silence(1.0) + speech.say(text) for text in utterances) + speech.silence(1.0)
     pcm24 = resample(pcm, speech.rate, 24000)  # OpenAI's pcm16 is 24 kHz
     async with sdk(server).realtime.connect(extra_query={"intent": "transcription"}) as connection:
         created = await connection.recv()

@@ -68,6 +68,7 @@ async def test_a_wyoming_detection_appears_on_the_sse_stream_and_the_ws_feed(
     services: tuple[Served, WyomingServer, WakeWords],
 ) -> None:
     http, wyoming, _ = services
+    pcm = okay_nabu()  # first: a skip for a missing recording must not leave the SSE task behind
     ready = asyncio.Event()
     sse = asyncio.create_task(sse_detections(f"{http.http}/v1/wake/events", 1, ready))
     async with connect(http.url("/v1/wake/events")) as feed:
@@ -75,7 +76,6 @@ async def test_a_wyoming_detection_appears_on_the_sse_stream_and_the_ws_feed(
         async with wyoming_client(wyoming.port) as client:
             await client.write_event(Detect(names=["okay_nabu"]).event())
             await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
-            pcm = okay_nabu()
             step = 2048
             for offset in range(0, len(pcm), step):
                 chunk = AudioChunk(rate=16000, width=2, channels=1, audio=pcm[offset : offset + step])
@@ -94,6 +94,7 @@ async def test_a_wyoming_detection_appears_on_the_sse_stream_and_the_ws_feed(
 
 async def test_detection_over_websocket(services: tuple[Served, WyomingServer, WakeWords]) -> None:
     http, _, wake = services
+    pcm = okay_nabu()  # first: a skip for a missing recording must not leave the SSE task behind
     ready = asyncio.Event()
     sse = asyncio.create_task(sse_detections(f"{http.http}/v1/wake/events", 1, ready))
     await asyncio.wait_for(ready.wait(), 10)
@@ -104,7 +105,7 @@ async def test_detection_over_websocket(services: tuple[Served, WyomingServer, W
         assert (await receive_json(ws))["code"] == "model_not_found"
         await ws.send(json.dumps({"type": "start", "rate": 16000, "names": ["okay_nabu"]}))
         assert await receive_json(ws) == {"type": "ready", "models": ["okay_nabu"]}
-        await send_paced(ws, okay_nabu(), 16000, pace=None)
+        await send_paced(ws, pcm, 16000, pace=None)
         detection = await receive_json(ws, timeout=20)
         assert detection["type"] == "detection" and detection["name"] == "okay_nabu"
         await ws.send(json.dumps({"type": "stop"}))
