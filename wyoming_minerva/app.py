@@ -191,7 +191,7 @@ class App:
 
 
 async def run(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    """Run until SIGINT/SIGTERM (or the end of stdin for a stdio:// service), then shut down gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -200,9 +200,13 @@ async def run(settings: Settings) -> None:
     app = App(settings)
     await app.start()
     _LOGGER.info("wyoming-minerva ready")
+    waits: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait())]
+    waits += [asyncio.create_task(server.wait_stdio_closed()) for server in app.servers.values()]
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in waits:
+            task.cancel()
         _LOGGER.info("Shutting down")
         await app.stop()
 

@@ -124,7 +124,7 @@ def error_event(err: BaseException) -> Event:
 
 
 async def serve_connection(
-    reader: asyncio.StreamReader, sink: EventSink, factory: HandlerFactory, service: str
+    reader: asyncio.StreamReader, sink: EventSink, factory: HandlerFactory, service: str, drain_on_eof: bool = False
 ) -> None:
     """The read loop of one connection. Errors become `error` events; nothing escapes to other clients."""
     handler = factory(sink)
@@ -137,6 +137,10 @@ async def serve_connection(
                 await sink.send(error_event(err))
                 break
             if event is None:
+                # stdin closed but stdout still open (a piped request): let answers under way go out first.
+                drain = getattr(handler, "drain", None)
+                if drain_on_eof and drain is not None:
+                    await drain()
                 break
             try:
                 if not await handler.handle_event(event):
@@ -200,6 +204,13 @@ class WyomingServer:
             self._stdio_task = asyncio.create_task(self._serve_stdio())
         _LOGGER.info("%s service listening on %s", self.service, self.describe_address())
 
+    async def wait_stdio_closed(self) -> None:
+        """Returns when a stdio:// service's input ends (never for sockets, which wait for a signal)."""
+        if self._stdio_task is None:
+            await asyncio.Event().wait()
+        else:
+            await asyncio.shield(self._stdio_task)
+
     def describe_address(self) -> str:
         if self.uri.scheme == "tcp":
             return str(ListenUri("tcp", self.uri.host, self.port))
@@ -234,7 +245,7 @@ class WyomingServer:
             asyncio.streams.FlowControlMixin, os.fdopen(sys.stdout.fileno(), "wb")
         )
         writer = asyncio.StreamWriter(transport, protocol, None, loop)
-        await serve_connection(reader, StreamSink(writer, "stdio"), self.factory, self.service)
+        await serve_connection(reader, StreamSink(writer, "stdio"), self.factory, self.service, drain_on_eof=True)
 
     async def stop_accepting(self) -> None:
         if self._server is not None:

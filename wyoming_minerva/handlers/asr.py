@@ -286,6 +286,11 @@ class AsrHandler(DescribingHandler):
             len(text),
         )
 
+    async def drain(self) -> None:
+        """Wait for transcripts still being decoded (stdio: the input ended, the output did not)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
     async def disconnect(self) -> None:
         self._discard_speculation()
         for task in list(self._tasks):
