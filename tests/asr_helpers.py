@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from conftest import wyoming_server
+from conftest import chunks, send_chunks, wyoming_server
 from wyoming.asr import Transcribe
-from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.audio import AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
 
@@ -17,8 +17,6 @@ from wyoming_minerva.models.manager import ModelManager
 from wyoming_minerva.models.whisper import SpeechToText
 from wyoming_minerva.server import WyomingServer
 from wyoming_minerva.settings import AsrSettings
-
-CHUNK_SECONDS = 0.064  # HA sends ~1024-sample chunks
 
 
 @asynccontextmanager
@@ -37,25 +35,11 @@ async def asr_server(
                 await manager.close()
 
 
-def chunks(pcm: bytes, rate: int, width: int = 2, channels: int = 1) -> list[bytes]:
-    step = int(rate * CHUNK_SECONDS) * width * channels
-    return [pcm[i : i + step] for i in range(0, len(pcm), step)]
-
-
 async def send_audio(
     client: AsyncTcpClient, pcm: bytes, rate: int, width: int = 2, channels: int = 1, pace: float = 0.0
 ) -> None:
     await client.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
     await send_chunks(client, pcm, rate, width, channels, pace)
-
-
-async def send_chunks(
-    client: AsyncTcpClient, pcm: bytes, rate: int, width: int = 2, channels: int = 1, pace: float = 0.0
-) -> None:
-    for chunk in chunks(pcm, rate, width, channels):
-        await client.write_event(AudioChunk(rate=rate, width=width, channels=channels, audio=chunk).event())
-        if pace:
-            await asyncio.sleep(len(chunk) / (rate * width * channels) * pace)
 
 
 async def read_until(client: AsyncTcpClient, event_type: str, timeout: float = 30.0) -> list[Event]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from wyoming.audio import AudioChunk
 from wyoming.client import AsyncTcpClient
 
 from wyoming_minerva.server import HandlerFactory, WyomingServer
@@ -53,6 +55,23 @@ async def wyoming_client(port: int) -> AsyncIterator[AsyncTcpClient]:
 
 
 ClientFactory = Callable[[int], AsyncTcpClient]
+
+CHUNK_SECONDS = 0.064  # Home Assistant and satellites send ~1024-sample chunks
+
+
+def chunks(pcm: bytes, rate: int, width: int = 2, channels: int = 1) -> list[bytes]:
+    step = int(rate * CHUNK_SECONDS) * width * channels
+    return [pcm[i : i + step] for i in range(0, len(pcm), step)]
+
+
+async def send_chunks(
+    client: AsyncTcpClient, pcm: bytes, rate: int, width: int = 2, channels: int = 1, pace: float = 0.0
+) -> None:
+    """audio-chunk events of ~64 ms; `pace` 1.0 = real time, 0 = as fast as possible."""
+    for chunk in chunks(pcm, rate, width, channels):
+        await client.write_event(AudioChunk(rate=rate, width=width, channels=channels, audio=chunk).event())
+        if pace:
+            await asyncio.sleep(len(chunk) / (rate * width * channels) * pace)
 
 
 class Speech:

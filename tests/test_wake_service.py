@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 import soxr
-from conftest import Speech, fixture_path, wyoming_client, wyoming_server
+from conftest import Speech, fixture_path, send_chunks, wyoming_client, wyoming_server
 from test_wake_support import SteadySpeech
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -29,7 +29,6 @@ pytestmark = pytest.mark.timeout(120)
 
 POSITIVES = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft", "hey_rhasspy")
 MICRO = {"okay_nabu", "hey_jarvis", "alexa", "hey_mycroft"}  # built-ins that also exist as microWakeWord
-CHUNK_SECONDS = 0.064
 
 
 @asynccontextmanager
@@ -42,20 +41,6 @@ async def wake_server(settings: WakeSettings | None = None) -> AsyncIterator[tup
     finally:
         await wake.close()
         await manager.close()
-
-
-def chunks(pcm: bytes, rate: int, width: int = 2, channels: int = 1) -> list[bytes]:
-    step = int(rate * CHUNK_SECONDS) * width * channels
-    return [pcm[i : i + step] for i in range(0, len(pcm), step)]
-
-
-async def send_audio(
-    client: AsyncTcpClient, pcm: bytes, rate: int, width: int = 2, channels: int = 1, pace: float = 0.0
-) -> None:
-    for chunk in chunks(pcm, rate, width, channels):
-        await client.write_event(AudioChunk(rate=rate, width=width, channels=channels, audio=chunk).event())
-        if pace:
-            await asyncio.sleep(len(chunk) / (rate * width * channels) * pace)
 
 
 async def read_until(client: AsyncTcpClient, *types: str, timeout: float = 30.0) -> list[Event]:
@@ -83,7 +68,7 @@ async def detect(
     if send_detect:
         await client.write_event(Detect(names=names).event())
     await client.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
-    await send_audio(client, pcm, rate, width, channels)
+    await send_chunks(client, pcm, rate, width, channels)
     await client.write_event(AudioStop().event())
     await client.write_event(Describe().event())
     events = await read_until(client, "info")
@@ -211,7 +196,7 @@ async def test_home_assistant_flow_without_audio_stop_then_socket_closed(speech:
         async with wyoming_client(server.port) as client:
             await client.write_event(Detect(names=["okay_nabu"]).event())
             await client.write_event(AudioStart(rate=steady.rate, width=2, channels=1).event())
-            await send_audio(client, pcm, steady.rate)
+            await send_chunks(client, pcm, steady.rate)
             events = await read_until(client, "detection")
             assert events[-1].data["name"] == "okay_nabu"
             assert wake.active_streams == 1
@@ -227,7 +212,7 @@ async def test_satellite_flow_two_wake_ups_on_one_connection(speech: Speech) -> 
         for pcm in (first, second):  # no audio-stop in between: detect + audio-start again
             await client.write_event(Detect(names=["hey_jarvis"]).event())
             await client.write_event(AudioStart(rate=steady.rate, width=2, channels=1).event())
-            await send_audio(client, pcm, steady.rate)
+            await send_chunks(client, pcm, steady.rate)
             events = await read_until(client, "detection")
             assert [e.type for e in events] == ["detection"]
         # Timestamps restart at the second audio-start.
@@ -293,7 +278,7 @@ async def test_bad_input_gets_error_and_other_streams_are_unaffected(speech: Spe
         await good.write_event(Detect(names=["alexa"]).event())
         await good.write_event(AudioStart(rate=steady.rate, width=2, channels=1).event())
         half = len(pcm) // 2 - (len(pcm) // 2) % 2
-        await send_audio(good, pcm[:half], steady.rate)
+        await send_chunks(good, pcm[:half], steady.rate)
         # A client announcing an impossible format, then one sending a broken header.
         async with wyoming_client(server.port) as odd:
             await odd.write_event(AudioStart(rate=16000, width=5, channels=1).event())
@@ -304,7 +289,7 @@ async def test_bad_input_gets_error_and_other_streams_are_unaffected(speech: Spe
             odd._writer.write(b"{this is not json\n")
             await odd._writer.drain()
             assert (await read_until(odd, "error"))[-1].data["code"] == "protocol_error"
-        await send_audio(good, pcm[half:], steady.rate)
+        await send_chunks(good, pcm[half:], steady.rate)
         events = await read_until(good, "detection")
         assert events[-1].data["name"] == "alexa"
 
@@ -332,7 +317,7 @@ async def test_fast_client_does_not_delay_a_real_time_one(speech: Speech) -> Non
         await asyncio.sleep(0.3)
         await live.write_event(Detect(names=["hey_mycroft"]).event())
         await live.write_event(AudioStart(rate=steady.rate, width=2, channels=1).event())
-        await send_audio(live, wake_word, steady.rate, pace=1.0)
+        await send_chunks(live, wake_word, steady.rate, pace=1.0)
         events = await read_until(live, "detection", timeout=10)
         finished["live"] = time.monotonic()
         assert events[-1].data["name"] == "hey_mycroft"
