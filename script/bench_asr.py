@@ -17,18 +17,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import Speech, describe_ms, free_port, peak_rss_mib, server_process, wait_ready
+from bench_common import COMMANDS, Speech, describe_ms, free_port, peak_rss_mib, server_process, wait_ready
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 
-COMMANDS = [
-    "Turn on the living room lights and set them to fifty percent brightness please.",
-    "What is the weather going to be like tomorrow morning in the city?",
-    "Set a timer for twelve minutes for the pasta that is on the stove.",
-    "Add milk, eggs, butter and a loaf of bread to my shopping list.",
-    "Close the garage door, lock the front door and turn off the porch light.",
-]
 CHUNK_S = 0.064
 
 

@@ -19,6 +19,15 @@ from wyoming.info import Describe
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# 3-4 s voice commands (bundled Piper voice), the way a satellite sends them.
+COMMANDS = [
+    "Turn on the living room lights and set them to fifty percent brightness please.",
+    "What is the weather going to be like tomorrow morning in the city?",
+    "Set a timer for twelve minutes for the pasta that is on the stove.",
+    "Add milk, eggs, butter and a loaf of bread to my shopping list.",
+    "Close the garage door, lock the front door and turn off the porch light.",
+]
+
 
 def free_port() -> int:
     with socket.socket() as sock:

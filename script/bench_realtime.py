@@ -24,16 +24,9 @@ import numpy as np
 import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import Speech, describe_ms, free_port, pct, peak_rss_mib, server_process
+from bench_common import COMMANDS, Speech, describe_ms, free_port, pct, peak_rss_mib, server_process
 from websockets.asyncio.client import connect
 
-COMMANDS = [
-    "Turn on the living room lights and set them to fifty percent brightness please.",
-    "What is the weather going to be like tomorrow morning in the city?",
-    "Set a timer for twelve minutes for the pasta that is on the stove.",
-    "Add milk, eggs, butter and a loaf of bread to my shopping list.",
-    "Close the garage door, lock the front door and turn off the porch light.",
-]
 FIRST_SENTENCES = [
     "Sure.",
     "Okay, done.",
