@@ -13,13 +13,10 @@ import numpy as np
 import openai
 import pytest
 from conftest import Speech, fixture_path, normalise
-from ws_helpers import Engines, Served, connect, no_live_tasks, receive_json, resample, served
+from ws_helpers import Served, connect, live_stt_served, no_live_tasks, receive_json, resample
 
 from wyoming_minerva.audio import AudioFormat, convert_pcm, read_wav
 from wyoming_minerva.http.stream_g711 import g711_to_pcm16
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.whisper import SpeechToText
-from wyoming_minerva.settings import AsrSettings, RealtimeSettings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,14 +27,8 @@ KEY = "sk-test"
 
 @pytest.fixture(scope="module")
 async def server() -> AsyncIterator[Served]:
-    manager = ModelManager(workers=2, queue_size=8)
-    stt = SpeechToText(AsrSettings(cpu_threads=2), manager, (), local_files_only=True)
-    await stt.preload()
-    try:
-        async with served(Engines(stt=stt), manager, RealtimeSettings(max_sessions=4), api_key=KEY) as srv:
-            yield srv
-    finally:
-        await manager.close()
+    async with live_stt_served(api_key=KEY) as srv:
+        yield srv
 
 
 def sdk(server: Served) -> openai.AsyncOpenAI:

@@ -8,12 +8,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 from conftest import Speech, fixture_path, normalise
-from ws_helpers import Engines, Served, connect, no_live_tasks, receive_json, receive_until, send_paced, served
+from ws_helpers import (
+    Served,
+    connect,
+    live_stt_served,
+    no_live_tasks,
+    receive_json,
+    receive_until,
+    send_paced,
+)
 
 from wyoming_minerva.audio import read_wav
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.whisper import SpeechToText
-from wyoming_minerva.settings import AsrSettings, RealtimeSettings
+from wyoming_minerva.settings import RealtimeSettings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,14 +29,8 @@ PATH = "/v1/audio/transcriptions/stream"
 
 @pytest.fixture(scope="module")
 async def server() -> AsyncIterator[Served]:
-    manager = ModelManager(workers=2, queue_size=8)
-    stt = SpeechToText(AsrSettings(cpu_threads=2), manager, (), local_files_only=True)
-    await stt.preload()
-    try:
-        async with served(Engines(stt=stt), manager, RealtimeSettings(max_sessions=4)) as srv:
-            yield srv
-    finally:
-        await manager.close()
+    async with live_stt_served() as srv:
+        yield srv
 
 
 async def test_speech_in_real_time_gives_interims_and_the_right_final(server: Served, speech: Speech) -> None:

@@ -21,7 +21,7 @@ from wyoming_minerva.models.manager import ModelManager
 from wyoming_minerva.models.piper import TextToSpeech
 from wyoming_minerva.models.wake import WakeWords
 from wyoming_minerva.models.whisper import SpeechToText
-from wyoming_minerva.settings import HttpSettings, RealtimeSettings, Settings
+from wyoming_minerva.settings import AsrSettings, HttpSettings, RealtimeSettings, Settings
 
 CHUNK_SECONDS = 0.064
 TASK_PREFIXES = ("live-", "realtime-", "stt-stream-", "tts-stream-", "wake-detect-", "wake-events-")  # ours, by name
@@ -120,3 +120,16 @@ async def no_live_tasks(timeout: float = 5.0) -> list[str]:
 
 
 __all__ = ["Engines", "Served", "connect", "no_live_tasks", "receive_json", "receive_until", "resample", "send_paced"]
+
+
+@asynccontextmanager
+async def live_stt_served(api_key: str | None = None) -> AsyncIterator[Served]:
+    """The app with only the bundled Whisper model (preloaded) and at most 4 live sessions."""
+    manager = ModelManager(workers=2, queue_size=8)
+    stt = SpeechToText(AsrSettings(cpu_threads=2), manager, (), local_files_only=True)
+    await stt.preload()
+    try:
+        async with served(Engines(stt=stt), manager, RealtimeSettings(max_sessions=4), api_key=api_key) as srv:
+            yield srv
+    finally:
+        await manager.close()
