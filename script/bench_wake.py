@@ -103,9 +103,9 @@ def make_audio(voice: Voice, seconds: float, kind: str, seed: int, offset: float
 
 def engine_cpu(audio: Audio, gate: bool) -> float:
     from wyoming_minerva.audio import AudioFormat
-    from wyoming_minerva.models.manager import ModelManager
-    from wyoming_minerva.models.wake import WakeWords
+    from wyoming_minerva.runtime.manager import ModelManager
     from wyoming_minerva.settings import WakeSettings
+    from wyoming_minerva.wake.service import WakeWords
 
     async def run() -> float:
         manager = ModelManager()

@@ -13,10 +13,10 @@ from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
 
 from wyoming_minerva.handlers.asr import AsrHandler
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.whisper import SpeechToText
-from wyoming_minerva.server import WyomingServer
+from wyoming_minerva.handlers.server import WyomingServer
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings
+from wyoming_minerva.stt.whisper import SpeechToText
 
 
 @asynccontextmanager

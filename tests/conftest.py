@@ -12,7 +12,7 @@ import pytest
 from wyoming.audio import AudioChunk
 from wyoming.client import AsyncTcpClient
 
-from wyoming_minerva.server import HandlerFactory, WyomingServer
+from wyoming_minerva.handlers.server import HandlerFactory, WyomingServer
 from wyoming_minerva.settings import ListenUri
 
 FIXTURES = Path(os.environ.get("MINERVA_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))

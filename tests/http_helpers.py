@@ -16,10 +16,10 @@ import openai
 from fastapi import FastAPI
 
 from wyoming_minerva.http.app import create_app
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.piper import TextToSpeech
-from wyoming_minerva.models.whisper import SpeechToText
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import HttpSettings, Settings
+from wyoming_minerva.stt.whisper import SpeechToText
+from wyoming_minerva.tts.piper import TextToSpeech
 
 # (container, codec, sample rate, file name): what browsers, phones and recorders upload
 CONTAINERS = [

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from wyoming_minerva.models.base import Segment, TranscriptionInfo, TranscriptionOptions
-from wyoming_minerva.models.live import LiveEvent, LiveHub, LiveSession
-from wyoming_minerva.models.manager import CancelToken, ModelManager
-from wyoming_minerva.models.whisper import SpeechToText
+from wyoming_minerva.runtime.manager import CancelToken, ModelManager
 from wyoming_minerva.settings import AsrSettings, RealtimeSettings
+from wyoming_minerva.stt.engine import Segment, TranscriptionInfo, TranscriptionOptions
+from wyoming_minerva.stt.live.hub import LiveEvent, LiveHub, LiveSession
+from wyoming_minerva.stt.whisper import SpeechToText
 
 CHUNK_SECONDS = 0.064
 

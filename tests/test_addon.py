@@ -28,8 +28,8 @@ import yaml
 from wyoming_minerva import __version__
 from wyoming_minerva.app import App
 from wyoming_minerva.cli import parse_settings
-from wyoming_minerva.models.whisper import repo_id_for
 from wyoming_minerva.settings import DiscoverySettings, ListenUri, Settings
+from wyoming_minerva.stt.whisper import repo_id_for
 
 pytestmark = pytest.mark.timeout(90)
 

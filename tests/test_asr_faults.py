@@ -13,8 +13,8 @@ from wyoming.audio import AudioStart, AudioStop
 from wyoming.event import Event
 from wyoming.info import Describe
 
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.server import MAX_DATA_BYTES, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES
+from wyoming_minerva.handlers.server import MAX_DATA_BYTES, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings
 
 

@@ -12,7 +12,7 @@ from wyoming.audio import AudioChunk, AudioStop
 from wyoming.info import Describe
 
 from wyoming_minerva.audio import read_wav
-from wyoming_minerva.models.manager import ModelManager
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings
 
 

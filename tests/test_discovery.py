@@ -22,7 +22,7 @@ from wyoming_minerva.discovery import (
     server_name,
 )
 from wyoming_minerva.handlers.info import DescribingHandler
-from wyoming_minerva.server import EventSink
+from wyoming_minerva.handlers.server import EventSink
 from wyoming_minerva.settings import DiscoverySettings, ListenUri, Service, Settings
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,10 +19,10 @@ from conftest import Speech, fixture_path, normalise
 from http_helpers import CONTAINERS, Api, CountingBody, Engines, api, decode, encode, envelope_of, same_length
 
 from wyoming_minerva.audio import read_wav
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.piper import TextToSpeech
-from wyoming_minerva.models.whisper import SpeechToText
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings, TtsSettings
+from wyoming_minerva.stt.whisper import SpeechToText
+from wyoming_minerva.tts.piper import TextToSpeech
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -20,9 +20,9 @@ from tts_helpers import read_answer
 from wyoming.tts import Synthesize
 
 from wyoming_minerva.app import App, StartupError
-from wyoming_minerva.models.base import Segment, TranscriptionInfo, TranscriptionOptions
-from wyoming_minerva.models.manager import CancelToken
+from wyoming_minerva.runtime.manager import CancelToken
 from wyoming_minerva.settings import DiscoverySettings, HttpSettings, ListenUri, Service, Settings
+from wyoming_minerva.stt.engine import Segment, TranscriptionInfo, TranscriptionOptions
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -137,7 +137,7 @@ async def test_a_client_that_leaves_cancels_its_speech() -> None:
 
 
 class SlowTranscriber:
-    """A Transcriber (models.base) that makes 100 segments, 50 ms each, and counts what it made."""
+    """A Transcriber (stt.engine) that makes 100 segments, 50 ms each, and counts what it made."""
 
     name = "slow"
     languages = ("en",)

@@ -29,9 +29,9 @@ from wyoming_minerva.http.names import (
     parse_voice_map,
     split_voice_target,
 )
-from wyoming_minerva.http.transcripts import as_srt, as_verbose_json, as_vtt, build
-from wyoming_minerva.models.base import Segment, Word
+from wyoming_minerva.http.response_formats import as_srt, as_verbose_json, as_vtt, build
 from wyoming_minerva.settings import ConfigError
+from wyoming_minerva.stt.engine import Segment, Word
 
 # ---- names -----------------------------------------------------------------------------------------
 

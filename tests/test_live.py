@@ -10,10 +10,10 @@ from conftest import Speech, normalise
 from live_helpers import EventLog, feed
 
 from wyoming_minerva.audio import AudioFormat
-from wyoming_minerva.models.live import Final, Interim, LiveHub, SessionOptions
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.whisper import SpeechToText
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings, RealtimeSettings
+from wyoming_minerva.stt.live.hub import Final, Interim, LiveHub, SessionOptions
+from wyoming_minerva.stt.whisper import SpeechToText
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,8 @@ from conftest import Speech
 from live_helpers import EventLog, FakeTranscriber, collect, fake_hub, feed
 
 from wyoming_minerva.audio import AudioFormat
-from wyoming_minerva.models.live import (
+from wyoming_minerva.stt.live.deltas import DeltaTracker
+from wyoming_minerva.stt.live.hub import (
     CommitEmptyError,
     Committed,
     Failed,
@@ -22,7 +23,6 @@ from wyoming_minerva.models.live import (
     SpeechStarted,
     SpeechStopped,
 )
-from wyoming_minerva.models.live_text import DeltaTracker
 
 pytestmark = pytest.mark.timeout(60)
 

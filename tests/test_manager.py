@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from wyoming_minerva.errors import ModelLoadError, QueueFullError
-from wyoming_minerva.models.manager import CancelToken, ModelManager
+from wyoming_minerva.runtime.manager import CancelToken, ModelManager
 
 
 class Model:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wyoming_minerva.sentences import (
+from wyoming_minerva.tts.sentences import (
     SentenceSplitter,
     SplitterConfig,
     SsmlStripper,

@@ -8,9 +8,9 @@ from conftest import normalise, wyoming_client
 from tts_helpers import joe, read_answer, send_stream, tts_server
 from wyoming.tts import Synthesize
 
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.piper import PiperSynthesizer
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import TtsSettings
+from wyoming_minerva.tts.piper import PiperSynthesizer
 
 __all__ = ["joe"]  # the session fixture, imported for pytest
 

@@ -16,8 +16,8 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from wyoming_minerva.app import App
 from wyoming_minerva.errors import MinervaError
-from wyoming_minerva.models.piper import PiperSynthesizer
 from wyoming_minerva.settings import DiscoverySettings, ListenUri, Service, Settings, TtsSettings
+from wyoming_minerva.tts.piper import PiperSynthesizer
 
 __all__ = ["joe"]  # the session fixture, imported for pytest
 

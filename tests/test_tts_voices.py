@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from wyoming_minerva.errors import BadRequestError
-from wyoming_minerva.models.base import SynthesisOptions, VoiceInfo
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.piper import (
+from wyoming_minerva.runtime.manager import ModelManager
+from wyoming_minerva.settings import TtsSettings
+from wyoming_minerva.tts.engine import SynthesisOptions, VoiceInfo
+from wyoming_minerva.tts.piper import (
     CLAUSE_PAUSE,
     SENTENCE_PAUSE,
     AudioCache,
@@ -27,7 +28,7 @@ from wyoming_minerva.models.piper import (
     TextToSpeech,
     trim_silence,
 )
-from wyoming_minerva.models.piper_voices import (
+from wyoming_minerva.tts.voices import (
     UnknownSpeakerError,
     UnknownVoiceError,
     VoiceFiles,
@@ -37,7 +38,6 @@ from wyoming_minerva.models.piper_voices import (
     speaker_id_for,
     voice_for_language,
 )
-from wyoming_minerva.settings import TtsSettings
 
 RATE = 22050
 SECONDS_PER_CHAR = 0.01
@@ -81,7 +81,7 @@ class FakeLoader:
         self.loaded: dict[str, FakeSynth] = {}
 
     def __call__(self, files: VoiceFiles) -> FakeSynth:
-        from wyoming_minerva.models.piper_voices import read_voice_config, voice_info
+        from wyoming_minerva.tts.voices import read_voice_config, voice_info
 
         config = read_voice_config(files.config)
         assert config is not None

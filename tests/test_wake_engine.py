@@ -20,9 +20,9 @@ from pyopen_wakeword import OpenWakeWord, OpenWakeWordFeatures
 from test_wake_support import SteadySpeech
 
 from wyoming_minerva.audio import AudioFormat
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.wake import FEATURES_KEY, WakeDetection, WakeWords
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import WakeSettings
+from wyoming_minerva.wake.service import FEATURES_KEY, WakeDetection, WakeWords
 
 pytestmark = pytest.mark.timeout(120)
 

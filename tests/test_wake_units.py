@@ -16,7 +16,8 @@ from test_wake_support import SteadySpeech
 
 from wyoming_minerva.cli import parse_settings
 from wyoming_minerva.errors import ModelNotFoundError
-from wyoming_minerva.models.wake_catalog import (
+from wyoming_minerva.settings import ConfigError, WakeSettings
+from wyoming_minerva.wake.catalog import (
     Engine,
     Sensitivity,
     WakeCatalog,
@@ -27,8 +28,7 @@ from wyoming_minerva.models.wake_catalog import (
     phrase_from_name,
     sensitivity,
 )
-from wyoming_minerva.models.wake_trigger import SilenceGate, Trigger
-from wyoming_minerva.settings import ConfigError, WakeSettings
+from wyoming_minerva.wake.trigger import SilenceGate, Trigger
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,9 +16,9 @@ from live_helpers import FakeTranscriber
 from websockets.exceptions import ConnectionClosed
 from ws_helpers import Engines, Served, connect, no_live_tasks, receive_json, receive_until, send_paced, served
 
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.whisper import SpeechToText
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings, RealtimeSettings
+from wyoming_minerva.stt.whisper import SpeechToText
 
 pytestmark = pytest.mark.timeout(90)
 

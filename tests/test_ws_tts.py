@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from ws_helpers import Engines, Served, connect, no_live_tasks, receive_json, served
 
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.piper import TextToSpeech
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import TtsSettings
+from wyoming_minerva.tts.piper import TextToSpeech
 
 pytestmark = pytest.mark.timeout(120)
 

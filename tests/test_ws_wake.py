@@ -16,11 +16,11 @@ from wyoming.audio import AudioChunk, AudioStart
 from wyoming.wake import Detect
 
 from wyoming_minerva.audio import read_wav
+from wyoming_minerva.handlers.server import WyomingServer
 from wyoming_minerva.handlers.wake import WakeHandler
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.wake import WakeWords
-from wyoming_minerva.server import WyomingServer
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import WakeSettings
+from wyoming_minerva.wake.service import WakeWords
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,13 +16,13 @@ from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
+from wyoming_minerva.handlers.server import WyomingServer
 from wyoming_minerva.handlers.tts import TtsHandler
-from wyoming_minerva.models.base import Synthesizer
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.piper import PiperSynthesizer, TextToSpeech, VoiceLoader
-from wyoming_minerva.models.piper_voices import VoiceFiles, bundled_voice
-from wyoming_minerva.server import WyomingServer
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import TtsSettings
+from wyoming_minerva.tts.engine import Synthesizer
+from wyoming_minerva.tts.piper import PiperSynthesizer, TextToSpeech, VoiceLoader
+from wyoming_minerva.tts.voices import VoiceFiles, bundled_voice
 
 FIVE_SENTENCES = (
     "Sure, I turned on the kitchen lights and set the thermostat to 21 degrees. "

@@ -17,11 +17,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from wyoming_minerva.http.app import create_app
 from wyoming_minerva.http.server import HttpServer
 from wyoming_minerva.http.stream_common import StreamContext
-from wyoming_minerva.models.manager import ModelManager
-from wyoming_minerva.models.piper import TextToSpeech
-from wyoming_minerva.models.wake import WakeWords
-from wyoming_minerva.models.whisper import SpeechToText
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings, HttpSettings, RealtimeSettings, Settings
+from wyoming_minerva.stt.whisper import SpeechToText
+from wyoming_minerva.tts.piper import TextToSpeech
+from wyoming_minerva.wake.service import WakeWords
 
 CHUNK_SECONDS = 0.064
 TASK_PREFIXES = ("live-", "realtime-", "stt-stream-", "tts-stream-", "wake-detect-", "wake-events-")  # ours, by name

@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 from .discovery import Advertiser, Endpoint
 from .errors import MinervaError
 from .handlers.asr import AsrHandler
+from .handlers.server import EventSink, HandlerFactory, WyomingServer
 from .handlers.tts import TtsHandler
 from .handlers.wake import WakeHandler
 from .http.app import create_app
 from .http.server import HttpServer
-from .models.manager import ModelManager
-from .models.piper import TextToSpeech
-from .models.wake import WakeWords
-from .models.whisper import SpeechToText
-from .server import EventSink, HandlerFactory, WyomingServer
+from .runtime.manager import ModelManager
 from .settings import HttpSettings, Service, Settings
+from .stt.whisper import SpeechToText
+from .tts.piper import TextToSpeech
+from .wake.service import WakeWords
 
 _LOGGER = logging.getLogger(__name__)
 

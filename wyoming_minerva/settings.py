@@ -130,7 +130,7 @@ class HttpSettings:
 
 @dataclass(frozen=True)
 class RealtimeSettings:
-    """Live speech-to-text over WebSocket (http/realtime.py, http/stream_stt.py; engine in models/live.py)."""
+    """Live speech-to-text over WebSocket (http/realtime.py, http/stream_stt.py; engine in stt/live/hub.py)."""
 
     max_sessions: int = 16  # live sessions at once; more get `session_limit`
     overflow: str = "reject"  # a final arriving at a full queue: "reject" it or "drop_oldest" waiting one

@@ -17,13 +17,13 @@ from wyoming.info import AsrModel, AsrProgram, Info
 
 from ..audio import AudioConverter, AudioFormat, format_from_event, pcm16_to_float
 from ..errors import AudioTooLongError, MinervaError
-from ..models.base import Segment, TranscriptionInfo, TranscriptionOptions
-from ..models.vad import EndpointConfig, Endpointer, EndpointEvent, Mark, WebRtcVad
-from ..models.whisper import SpeechToText
-from ..server import EventSink, error_event
 from ..settings import AsrSettings
-from ..text import clean_transcript
+from ..stt.endpointing import EndpointConfig, Endpointer, EndpointEvent, Mark, WebRtcVad
+from ..stt.engine import Segment, TranscriptionInfo, TranscriptionOptions
+from ..stt.hallucinations import clean_transcript
+from ..stt.whisper import SpeechToText
 from .info import VERSION, WHISPER_ATTRIBUTION, DescribingHandler
+from .server import EventSink, error_event
 
 _LOGGER = logging.getLogger(__name__)
 

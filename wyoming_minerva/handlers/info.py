@@ -9,7 +9,7 @@ from wyoming.event import Event
 from wyoming.info import Attribution, Describe, Info
 
 from .. import __version__
-from ..server import EventSink
+from .server import EventSink
 
 _LOGGER = logging.getLogger(__name__)
 

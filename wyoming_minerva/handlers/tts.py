@@ -25,9 +25,9 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from ..audio import AudioFormat
 from ..errors import BadRequestError, MinervaError
-from ..models.piper import TextTooLongError, TextToSpeech
-from ..server import EventSink, error_event
+from ..tts.piper import TextTooLongError, TextToSpeech
 from .info import PIPER_ATTRIBUTION, VERSION, DescribingHandler
+from .server import EventSink, error_event
 
 _LOGGER = logging.getLogger(__name__)
 

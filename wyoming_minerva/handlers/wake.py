@@ -19,10 +19,10 @@ from wyoming.wake import Detect, Detection, NotDetected
 
 from ..audio import AudioFormat, format_from_event
 from ..errors import BadRequestError
-from ..models.wake import WakeStream, WakeWords
-from ..models.wake_catalog import Engine
-from ..server import EventSink, error_event
+from ..wake.catalog import Engine
+from ..wake.service import WakeStream, WakeWords
 from .info import MICROWAKEWORD_ATTRIBUTION, MINERVA_ATTRIBUTION, OPENWAKEWORD_ATTRIBUTION, VERSION, DescribingHandler
+from .server import EventSink, error_event
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
-from ..models.manager import ModelManager
+from ..runtime.manager import ModelManager
 from ..settings import HttpSettings, Settings
 from . import catalog, ops, speech, stream_routes, transcriptions
 from .deps import EngineSet, HttpContext, api_key_schemes

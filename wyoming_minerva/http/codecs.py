@@ -21,7 +21,7 @@ import numpy as np
 
 from ..audio import float_to_pcm16
 from ..errors import AudioFormatError, AudioTooLongError, BadRequestError
-from ..models.vad import FRAME_BYTES, WebRtcVad
+from ..stt.endpointing import FRAME_BYTES, WebRtcVad
 
 STT_RATE = 16000
 SPEECH_START_FRAMES = 3  # 90 ms of speech in a row: the file has speech (not just noise or silence)

@@ -15,10 +15,10 @@ from typing import Annotated, Protocol, TypeVar
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from ..models.manager import ModelManager
-from ..models.piper import TextToSpeech
-from ..models.whisper import SpeechToText
+from ..runtime.manager import ModelManager
 from ..settings import HttpSettings, Settings
+from ..stt.whisper import SpeechToText
+from ..tts.piper import TextToSpeech
 from .errors import CLIENT_CLOSED, ApiError
 from .guard import Gate
 from .metrics import Metrics

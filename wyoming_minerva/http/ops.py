@@ -10,8 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from ..errors import ModelNotFoundError
-from ..models.piper_voices import UnknownVoiceError
-from ..models.whisper import resolve_model
+from ..stt.whisper import resolve_model
+from ..tts.voices import UnknownVoiceError
 from .deps import Ctx, HttpContext
 from .errors import busy_headers, envelope
 

@@ -24,7 +24,8 @@ from fastapi import APIRouter, WebSocket
 
 from ..audio import AudioFormat
 from ..errors import BadRequestError, MinervaError
-from ..models.live import (
+from ..stt.live.deltas import DeltaTracker
+from ..stt.live.hub import (
     CommitEmptyError,
     Committed,
     Failed,
@@ -38,7 +39,6 @@ from ..models.live import (
     SpeechStarted,
     SpeechStopped,
 )
-from ..models.live_text import DeltaTracker
 from .stream_common import (
     CLOSE_POLICY,
     CLOSE_TRY_AGAIN,

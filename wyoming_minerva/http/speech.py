@@ -20,8 +20,8 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import MinervaError
-from ..models.piper import SpeechOptions, TextToSpeech
-from ..models.piper_voices import UnknownSpeakerError, UnknownVoiceError
+from ..tts.piper import SpeechOptions, TextToSpeech
+from ..tts.voices import UnknownSpeakerError, UnknownVoiceError
 from .codecs import SPEECH_FORMATS, SpeechEncoder
 from .deps import Ctx, HttpContext, cancel_on_disconnect
 from .errors import ERROR_RESPONSES, ApiError, ErrorEnvelope

@@ -20,10 +20,10 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..errors import BadRequestError
-from ..models.live import LiveHub
-from ..models.live_types import LatencyHistogram
-from ..models.wake import WakeWords
 from ..settings import RealtimeSettings
+from ..stt.live.hub import LiveHub
+from ..stt.live.types import LatencyHistogram
+from ..wake.service import WakeWords
 from .deps import HttpContext
 
 _LOGGER = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..models.live import LiveHub
-from ..models.live_types import LatencyHistogram
+from ..stt.live.hub import LiveHub
+from ..stt.live.types import LatencyHistogram
 from . import realtime, stream_stt, stream_tts, wake_events
 from .deps import HttpContext
 from .stream_common import StreamContext

@@ -22,7 +22,8 @@ from fastapi import APIRouter, WebSocket
 
 from ..audio import AudioFormat
 from ..errors import MinervaError
-from ..models.live import (
+from ..settings import RealtimeSettings
+from ..stt.live.hub import (
     Failed,
     Final,
     Interim,
@@ -35,7 +36,6 @@ from ..models.live import (
     SpeechStarted,
     SpeechStopped,
 )
-from ..settings import RealtimeSettings
 from .stream_common import (
     CLOSE_NORMAL,
     CLOSE_POLICY,

@@ -24,8 +24,8 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 
 from ..errors import BadRequestError, MinervaError
-from ..models.piper import Speech, SpeechOptions, TextTooLongError, TextToSpeech
-from ..models.piper_voices import UnknownSpeakerError, UnknownVoiceError
+from ..tts.piper import Speech, SpeechOptions, TextTooLongError, TextToSpeech
+from ..tts.voices import UnknownSpeakerError, UnknownVoiceError
 from .names import choose_voice
 from .stream_common import (
     CLOSE_UNAVAILABLE,

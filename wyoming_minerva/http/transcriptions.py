@@ -12,15 +12,15 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from ..errors import BadRequestError, MinervaError
-from ..models.base import Segment, TranscriptionInfo, TranscriptionOptions
-from ..models.whisper import SpeechToText
-from . import transcripts
+from ..stt.engine import Segment, TranscriptionInfo, TranscriptionOptions
+from ..stt.whisper import SpeechToText
+from . import response_formats as transcripts
 from .codecs import DecodedAudio, decode_upload
 from .deps import Ctx, HttpContext, cancel_on_disconnect
 from .errors import ERROR_RESPONSES, ApiError, ErrorEnvelope, from_minerva
 from .names import OPENAI_STT_MODELS, is_stt_model
+from .response_formats import Granularity, ResponseFormat, Transcript
 from .streaming import SSE_HEADERS, SSE_MEDIA_TYPE, aclose, sse, sse_error
-from .transcripts import Granularity, ResponseFormat, Transcript
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from fastapi.responses import StreamingResponse
 
 from ..audio import AudioFormat
 from ..errors import BadRequestError, MinervaError
-from ..models.wake import WakeDetection, WakeEvent, WakeStream, WakeWords
+from ..wake.service import WakeDetection, WakeEvent, WakeStream, WakeWords
 from .errors import ApiError
 from .stream_common import (
     CLOSE_NORMAL,

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 from wyoming.error import Error
 from wyoming.event import Event, async_write_event
 
-from .errors import MinervaError, ProtocolError
-from .settings import ListenUri
+from ..errors import MinervaError, ProtocolError
+from ..settings import ListenUri
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from ..audio import pcm16_to_float
-from ..text import clean_transcript
-from .base import TranscriptionInfo, TranscriptionOptions
-from .live_scheduler import FinalJob
-from .live_types import Failed, Final, Interim, LiveEvent
-from .vad import Endpointer
-from .whisper import SpeechToText
+from ...audio import pcm16_to_float
+from ..endpointing import Endpointer
+from ..engine import TranscriptionInfo, TranscriptionOptions
+from ..hallucinations import clean_transcript
+from ..whisper import SpeechToText
+from .scheduler import FinalJob
+from .types import Failed, Final, Interim, LiveEvent
 
 RATE = 16000
 TRAILING_PAD_SAMPLES = RATE * 3 // 10  # a final keeps 300 ms after the last speech frame

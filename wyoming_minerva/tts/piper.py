@@ -21,11 +21,25 @@ import numpy as np
 
 from ..audio import AudioFormat, convert_pcm
 from ..errors import InferenceError, MinervaError, QueueFullError
-from ..sentences import DEFAULT_CONFIG, SentenceSplitter, SplitterConfig, SsmlStripper, split_text
+from ..runtime.manager import ModelManager
 from ..settings import TtsSettings
-from .base import SynthesisOptions, Synthesizer, VoiceInfo
-from .manager import ModelManager
-from .piper_voices import (
+from .engine import SynthesisOptions, Synthesizer, VoiceInfo
+from .sentences import DEFAULT_CONFIG, SentenceSplitter, SplitterConfig, SsmlStripper, split_text
+from .support import (
+    CLAUSE_PAUSE,
+    SENTENCE_PAUSE,
+    TEXT_FORMATS,
+    AudioCache,
+    EmptyTextError,
+    SpeechOptions,
+    TextTooLongError,
+    TtsStats,
+    UnsupportedTextFormatError,
+    ends_sentence,
+    text_format_of,
+    trim_silence,
+)
+from .voices import (
     VOICE_PATTERN,
     VOICE_URL_FORMAT,
     UnknownSpeakerError,
@@ -41,20 +55,6 @@ from .piper_voices import (
     voice_files_for_path,
     voice_for_language,
     voice_info,
-)
-from .tts_support import (
-    CLAUSE_PAUSE,
-    SENTENCE_PAUSE,
-    TEXT_FORMATS,
-    AudioCache,
-    EmptyTextError,
-    SpeechOptions,
-    TextTooLongError,
-    TtsStats,
-    UnsupportedTextFormatError,
-    ends_sentence,
-    text_format_of,
-    trim_silence,
 )
 
 __all__ = [  # the facade and what its callers need, in one place
@@ -83,7 +83,7 @@ _LOGGER = logging.getLogger(__name__)
 
 
 class PiperSynthesizer:
-    """One loaded Piper voice (implements models.base.Synthesizer). Thread-safe: onnxruntime sessions are."""
+    """One loaded Piper voice (implements tts.engine.Synthesizer). Thread-safe: onnxruntime sessions are."""
 
     def __init__(self, voice: Any, info: VoiceInfo) -> None:
         self._voice = voice
@@ -92,7 +92,7 @@ class PiperSynthesizer:
     @staticmethod
     def load(files: VoiceFiles, threads: int | None = None) -> PiperSynthesizer:
         """Blocking: the ONNX session for one voice (call it through the model manager)."""
-        import onnxruntime  # type: ignore[import-untyped]
+        import onnxruntime
         from piper import PiperVoice
         from piper.config import PiperConfig
 

@@ -20,9 +20,9 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..errors import QueueFullError
-from .live_types import LiveStats, OverflowPolicy
-from .manager import ModelManager
+from ...errors import QueueFullError
+from ...runtime.manager import ModelManager
+from .types import LiveStats, OverflowPolicy
 
 _LOGGER = logging.getLogger(__name__)
 

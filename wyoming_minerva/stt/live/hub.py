@@ -1,6 +1,6 @@
 """Live speech-to-text: audio streams in, utterances are found by webrtcvad, transcripts come out as they form.
 
-- `LiveHub` (one per process): caps the number of sessions, owns the scheduler (live_scheduler.py) that shares
+- `LiveHub` (one per process): caps the number of sessions, owns the scheduler (scheduler.py) that shares
   the inference executor with every other service, and keeps the statistics (final latency for /metrics).
 - `LiveSession`: one client stream. `feed()` raw PCM in the client's format (converted to 16 kHz mono, run through
   the VAD inline: microseconds per 30 ms frame); `commit()` ends the current utterance now; `finish()` ends the
@@ -26,13 +26,15 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from ..audio import AudioConverter
-from ..errors import MinervaError, QueueFullError
-from ..settings import RealtimeSettings
-from .base import TranscriptionOptions
-from .live_parts import RATE, TRAILING_PAD_SAMPLES, Decode, Outbox, PendingFinal, Utterance, ms, padded, samples_of
-from .live_scheduler import POLL_SECONDS, FinalJob, LiveScheduler
-from .live_types import (
+from ...audio import AudioConverter
+from ...errors import MinervaError, QueueFullError
+from ...settings import RealtimeSettings
+from ..endpointing import FRAME_BYTES, FRAME_SAMPLES, EndpointConfig, Endpointer, EndpointEvent, Mark, WebRtcVad
+from ..engine import TranscriptionOptions
+from ..whisper import SpeechToText
+from .parts import RATE, TRAILING_PAD_SAMPLES, Decode, Outbox, PendingFinal, Utterance, ms, padded, samples_of
+from .scheduler import POLL_SECONDS, FinalJob, LiveScheduler
+from .types import (
     BufferOverflowError,
     CommitEmptyError,
     Committed,
@@ -48,8 +50,6 @@ from .live_types import (
     SpeechStarted,
     SpeechStopped,
 )
-from .vad import FRAME_BYTES, FRAME_SAMPLES, EndpointConfig, Endpointer, EndpointEvent, Mark, WebRtcVad
-from .whisper import SpeechToText
 
 _LOGGER = logging.getLogger(__name__)
 

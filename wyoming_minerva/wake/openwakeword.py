@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .wake_tflite import BatchRunner, Interpreter, SharedModel, TfLite
-from .wake_trigger import SilenceGate, Trigger
+from .tflite import BatchRunner, Interpreter, SharedModel, TfLite
+from .trigger import SilenceGate, Trigger
 
 CHUNK = 1280  # samples per step (80 ms)
 LOOKAHEAD = 480

@@ -9,8 +9,8 @@ import bisect
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ..audio import AudioFormat
-from ..errors import BadRequestError, MinervaError
+from ...audio import AudioFormat
+from ...errors import BadRequestError, MinervaError
 
 
 class SessionLimitError(MinervaError):

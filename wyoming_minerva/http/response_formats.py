@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..models.base import Segment
-from ..text import clean_transcript, is_hallucination
+from ..stt.engine import Segment
+from ..stt.hallucinations import clean_transcript, is_hallucination
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 Granularity = Literal["word", "segment"]
@@ -25,7 +25,7 @@ class Transcript:
 
 
 def kept_segments(segments: Sequence[Segment], heard_speech: bool) -> list[Segment]:
-    """Segments without Whisper's stock hallucinations (text.py), the same rule as the Wyoming side."""
+    """Segments without Whisper's stock hallucinations (stt/hallucinations.py), the same rule as the Wyoming side."""
     return [s for s in segments if s.text.strip() and not is_hallucination(s.text, heard_speech)]
 
 

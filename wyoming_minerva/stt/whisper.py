@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelNotFoundError
+from ..runtime.manager import CancelToken, ModelManager
 from ..settings import AsrSettings
-from .base import Segment, TranscriptionInfo, TranscriptionOptions, Word
-from .manager import CancelToken, ModelManager
+from .engine import Segment, TranscriptionInfo, TranscriptionOptions, Word
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import webrtcvad
 
-from .wake_catalog import Sensitivity
+from .catalog import Sensitivity
 
 SAMPLE_RATE = 16000
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from pymicro_features import MicroFrontend  # type: ignore[import-untyped]
 
+from .catalog import WakeModelInfo
 from .openwakeword import Hit
-from .wake_catalog import WakeModelInfo
-from .wake_tflite import Interpreter, SharedModel, TfLite
-from .wake_trigger import Trigger
+from .tflite import Interpreter, SharedModel, TfLite
+from .trigger import Trigger
 
 SAMPLES_PER_STEP = 160  # 10 ms
 BYTES_PER_STEP = SAMPLES_PER_STEP * 2

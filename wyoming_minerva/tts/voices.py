@@ -21,7 +21,7 @@ from piper.download_voices import URL_FORMAT
 from piper.download_voices import VOICE_PATTERN as _PIPER_VOICE_PATTERN
 
 from ..errors import BadRequestError, ModelNotFoundError
-from .base import VoiceInfo
+from .engine import VoiceInfo
 
 _LOGGER = logging.getLogger(__name__)
 

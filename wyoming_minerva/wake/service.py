@@ -1,6 +1,6 @@
 """WakeWords: the wake word engine every front end shares (Wyoming handler now, HTTP/WebSocket later).
 
-- `catalog` / `models()`: what is offered (names unique across engines, see wake_catalog).
+- `catalog` / `models()`: what is offered (names unique across engines, see catalog.py).
 - `open_stream(names, fmt)`: a `WakeStream` — feed it audio, iterate its detections, `finish()` at
   audio-stop, `close()` when the client goes. Models load through the ModelManager and stay held while
   a stream uses them.
@@ -25,14 +25,14 @@ from types import TracebackType
 
 from ..audio import AudioFormat
 from ..errors import MinervaError
+from ..runtime.manager import ModelManager
 from ..settings import WakeSettings
-from .manager import ModelManager
+from .catalog import Engine, Sensitivity, WakeCatalog, WakeModelInfo, parse_model_options, sensitivity
 from .microwakeword import MicroDetector, MicroModel, MicroStream
 from .openwakeword import CHUNK, OwwClassifier, OwwDetector, OwwFeatures, OwwStream
-from .wake_catalog import Engine, Sensitivity, WakeCatalog, WakeModelInfo, parse_model_options, sensitivity
-from .wake_tflite import TfLite
-from .wake_trigger import SAMPLE_RATE, SilenceGate, Trigger
-from .wake_worker import FINISH, Report, WakeShard, WorkerStream
+from .tflite import TfLite
+from .trigger import SAMPLE_RATE, SilenceGate, Trigger
+from .worker import FINISH, Report, WakeShard, WorkerStream
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -1,14 +1,14 @@
-"""Protocols the handlers and the HTTP API program against; engines implement them, tests fake them."""
+"""The speech-to-text engine seam: request options, results, and the Transcriber Protocol every engine implements."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from .manager import CancelToken
+from ..runtime.manager import CancelToken
 
 # ---- speech-to-text ----------------------------------------------------------------------------
 
@@ -63,44 +63,4 @@ class Transcriber(Protocol):
         self, audio: np.ndarray, options: TranscriptionOptions, cancel: CancelToken | None = None
     ) -> tuple[TranscriptionInfo, Iterator[Segment]]:
         """Blocking; `audio` is float32 mono 16 kHz. Segments are decoded lazily as they are iterated."""
-        ...
-
-
-# ---- voice activity ----------------------------------------------------------------------------
-
-
-class Vad(Protocol):
-    frame_bytes: int  # one frame of 16 kHz mono s16
-
-    def is_speech(self, frame: bytes) -> bool: ...
-
-
-# ---- text-to-speech ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SynthesisOptions:
-    speaker_id: int | None = None
-    length_scale: float | None = None
-    noise_scale: float | None = None
-    noise_w: float | None = None
-    volume: float = 1.0
-
-
-@dataclass(frozen=True)
-class VoiceInfo:
-    name: str
-    languages: tuple[str, ...]
-    sample_rate: int
-    speakers: dict[str, int] = field(default_factory=dict)  # name -> id
-    num_speakers: int = 1
-    aliases: tuple[str, ...] = ()
-    description: str = ""
-
-
-class Synthesizer(Protocol):
-    info: VoiceInfo
-
-    def synthesize(self, text: str, options: SynthesisOptions) -> bytes:
-        """Blocking; returns 16-bit mono PCM at info.sample_rate for one sentence."""
         ...

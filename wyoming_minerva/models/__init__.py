@@ -1,1 +1,0 @@
-"""Engines: model loading and inference. No protocol code in here."""

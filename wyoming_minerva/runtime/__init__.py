@@ -1,0 +1,1 @@
+"""Process runtime: the ModelManager (single-flight loads, the bounded inference executor)."""

@@ -1,0 +1,1 @@
+"""Speech-to-text: the Transcriber seam, the SpeechToText service, endpointing, live sessions."""

@@ -1,0 +1,1 @@
+"""Live speech-to-text sessions (WebSocket front ends) on the shared SpeechToText service."""

@@ -1,0 +1,1 @@
+"""Text-to-speech: the Synthesizer seam, the TextToSpeech service, sentence splitting, Piper."""

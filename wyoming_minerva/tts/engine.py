@@ -1,0 +1,34 @@
+"""The text-to-speech engine seam: request options, voice facts, the Synthesizer Protocol engines implement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    speaker_id: int | None = None
+    length_scale: float | None = None
+    noise_scale: float | None = None
+    noise_w: float | None = None
+    volume: float = 1.0
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    name: str
+    languages: tuple[str, ...]
+    sample_rate: int
+    speakers: dict[str, int] = field(default_factory=dict)  # name -> id
+    num_speakers: int = 1
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+class Synthesizer(Protocol):
+    info: VoiceInfo
+
+    def synthesize(self, text: str, options: SynthesisOptions) -> bytes:
+        """Blocking; returns 16-bit mono PCM at info.sample_rate for one sentence."""
+        ...

@@ -1,0 +1,1 @@
+"""Wake word detection: openWakeWord and microWakeWord engines, worker threads, the WakeWords service."""
