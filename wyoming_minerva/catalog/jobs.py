@@ -136,8 +136,9 @@ class Job:
                         if seen < version < self.version:
                             yield milestone
                 seen = self.version
-                yield self.snapshot()
-                if self.is_over:
+                snapshot = self.snapshot()
+                yield snapshot
+                if snapshot["state"] != JobState.RUNNING.value:
                     return
                 continue
             try:
