@@ -2,7 +2,8 @@
 
 Failover turns on the class: every UpstreamError sends the same request to the next backend. Whether the error also
 counts against the upstream's health is a property of the class: a refused connection, a reset, a timeout, a 5xx or a
-busy/misconfigured answer (401, 403, 404, 429) does; a 4xx about the request itself (400, 413, 415, 422) does not.
+busy/misconfigured answer (401, 403, 429) does; a 4xx about the request itself (400, 404, 413, 415, 422) does not:
+no client can take an upstream out of rotation.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class UpstreamError(MinervaError):
 
 
 class UpstreamUnavailable(UpstreamError):
-    """Refused, reset, timed out, closed mid-answer, 5xx, busy or misconfigured: try elsewhere, count it."""
+    """Refused, reset, timed out, closed mid-answer, 5xx, busy or a wrong key: try elsewhere, count it."""
 
     code = "upstream_unavailable"
 

@@ -4,7 +4,8 @@ Speech-to-text: POST {base}/audio/transcriptions (or /translations) with the aud
 `response_format=verbose_json` for segments and language, `json` once the upstream refuses verbose_json.
 Text-to-speech: POST {base}/audio/speech with `response_format=pcm` (24 kHz s16le mono), streamed as it arrives.
 Every failure is an UpstreamError: UpstreamUnavailable for refused, reset, timed out, closed mid-answer, 5xx,
-401/403/404/429 and redirects; UpstreamRejected for a 4xx about the request itself. Nothing here logs the key.
+401/403/429 and redirects; UpstreamRejected for a 4xx about the request itself (400, 404, 413, 415, 422).
+Nothing here logs the key.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ SAMPLE_RATE = 16000
 SPEECH_FORMAT = AudioFormat(24000, 2, 1)  # OpenAI's `pcm`
 MAX_JSON_BYTES = 8 * 1024 * 1024  # a transcription answer (verbose_json of a long file with words)
 MAX_ERROR_BYTES = 64 * 1024
-REJECTING_STATUSES = frozenset({400, 413, 415, 422})  # the request itself: other backends may still take it
+# About the request itself (404: a model or voice a client named): never counted against the upstream's health,
+# so no client can take an upstream out of rotation; other backends may still take the request.
+REJECTING_STATUSES = frozenset({400, 404, 413, 415, 422})
 _LANGUAGE_CODE = re.compile(r"^([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]+)?$")
 
 

@@ -33,9 +33,11 @@ from .urls import UpstreamUrl
 
 SAMPLE_RATE = 16000
 CHUNK_BYTES = SAMPLE_RATE * 2 // 10  # 100 ms per audio-chunk: few events, still well under any payload limit
-# Error codes of a Wyoming `error` that mean "not now, try elsewhere" (minerva's codes; others count as rejections).
+# Codes of a Wyoming `error` that are the server's trouble (minerva's codes) and count against its health. Every
+# other code (bad_request, model_not_found for a voice a client named, …) is about the request: a client must never
+# be able to take an upstream out of rotation.
 UNAVAILABLE_CODES = frozenset(
-    {"queue_full", "service_unavailable", "model_load_failed", "inference_failed", "internal_error", "model_not_found"}
+    {"queue_full", "service_unavailable", "model_load_failed", "inference_failed", "internal_error"}
 )
 
 
