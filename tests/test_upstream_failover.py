@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -58,10 +58,11 @@ class Scripted:
     fail_after: int | None = None  # pieces streamed before the failure
     calls: int = 0
     closed_streams: int = 0
-    events: list[str] = field(default_factory=list)
+    probe_hangs: bool = False
 
     async def probe(self) -> None:
-        return None
+        if self.probe_hangs:
+            await asyncio.sleep(3600)
 
     async def aclose(self) -> None:
         return None
@@ -184,6 +185,24 @@ async def test_a_request_in_flight_is_abandoned_when_its_upstream_leaves_the_rot
     _, segments = await asyncio.wait_for(request, 5)
     assert segments[0].text == "from local"
     assert pool.backends[0].stats.requests[Outcome.FAILED] == FAST.failures + 1
+
+
+async def test_a_request_slower_than_a_probe_gets_its_upstream_probed_at_once() -> None:
+    hung = Scripted("tcp://hung:1", "hang")
+    settings = replace(FAST, timeout=3600, probe_interval=3600, probe_timeout=0.5)
+    pool = UpstreamPool("stt", [hung], settings)
+    await pool.start()
+    try:
+        await until(lambda: pool.backends[0].state is State.UP, 5)
+        hung.probe_hangs = True  # the next scheduled probe would come in an hour
+        started = time.monotonic()
+        _, segments = await asyncio.wait_for(run_with_failover(pool, ask, local_answer), 30)
+        elapsed = time.monotonic() - started
+    finally:
+        await pool.close()
+    assert segments[0].text == "from local"
+    assert elapsed < 2 * settings.probe_timeout + 3, elapsed  # about two probe timeouts (with room for load)
+    assert pool.backends[0].state is State.DOWN
 
 
 # ---- streams --------------------------------------------------------------------------------------

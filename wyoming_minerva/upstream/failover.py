@@ -1,8 +1,9 @@
 """Failover: the same request to each upstream in rotation, in the operator's order, then to the local engine.
 
 The client gets exactly one answer. Any UpstreamError moves the request on to the next backend; an upstream that
-leaves the rotation while answering (a failed probe) is abandoned at once, so a hung upstream costs at most the
-probe interval plus the probe timeout, not the request timeout. When nothing can serve: the first rejection
+leaves the rotation while answering (a failed probe) is abandoned at once. A request still unanswered after the
+probe timeout has its upstream probed right away, so a hung upstream costs about two probe timeouts, not the
+request timeout. When nothing can serve: the first rejection
 (a 4xx about the request itself) if there was one, else ServiceUnavailableError with a Retry-After hint.
 
 Streams (text-to-speech audio): failover only before the first item has been handed to the caller. Once audio has
@@ -34,11 +35,16 @@ def went_down(backend: Backend[C]) -> UpstreamUnavailable:
 
 
 async def _attempt(backend: Backend[C], work: Awaitable[T]) -> T:
-    """`work`, abandoned (cancelled) when the backend goes down first."""
+    """`work`, abandoned (cancelled) when the backend goes down first; slow work makes the backend probed now."""
     task = asyncio.ensure_future(work)
     watch = asyncio.create_task(backend.went_down())
     try:
-        done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {task, watch}, timeout=backend.settings.probe_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            backend.probe_soon()
+            done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watch.cancel()
         if not task.done():

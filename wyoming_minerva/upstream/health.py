@@ -2,9 +2,10 @@
 
 State: `unknown` until the first probe (in rotation: optimistic), `up`, `down`. An upstream leaves the rotation
 after a failed probe or `failures` consecutive failed requests (a 4xx about the request does not count), and comes
-back only after a good probe. A healthy upstream is probed every `probe_interval`; a down one after 1 s, 2, 4, …
-up to `backoff_max`. Each transition logs one INFO line. Every number here is plain data (`snapshot()`):
-upstream/metrics.py exports it to Prometheus and /ready can list it.
+back only after a good probe. A healthy upstream is probed every `probe_interval`, and at once when a request to it
+has waited longer than `probe_timeout` (failover.py); a down one after 1 s, 2, 4, … up to `backoff_max`.
+Each transition logs one INFO line. Every number here is plain data (`snapshot()`): upstream/metrics.py exports
+it to Prometheus and /ready can list it.
 """
 
 from __future__ import annotations
@@ -161,6 +162,11 @@ class Backend(Generic[C]):
     def _schedule(self, delay: float) -> None:
         self._next_probe_at = time.monotonic() + delay
         self._reschedule.set()
+
+    def probe_soon(self) -> None:
+        """A request is slower than a probe may take: probe now (a hung upstream then leaves at once)."""
+        if self.in_rotation and self._next_probe_at > time.monotonic():
+            self._schedule(0.0)
 
     def next_probe_in(self) -> float:
         return max(0.0, self._next_probe_at - time.monotonic())
