@@ -1,0 +1,1 @@
+"""Who is speaking: speaker embeddings, diarization, and enrolled household voices."""
