@@ -36,6 +36,7 @@ class FileServer:
     cut_after: dict[str, int] = field(default_factory=dict)
     delay: float = 0.0
     honour_range: bool = True
+    block: int = SEND_BLOCK  # bytes per write (and per `delay`)
     requests: list[Request] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)
     port: int = 0
@@ -105,9 +106,10 @@ def _handler(state: FileServer, lock: threading.Lock) -> type[BaseHTTPRequestHan
 
         def _send_body(self, path: str, data: bytes, cut: int | None) -> None:
             limit = len(data) if cut is None else min(cut, len(data))
+            view = memoryview(data)
             try:
-                for offset in range(0, limit, SEND_BLOCK):
-                    block = data[offset : min(limit, offset + SEND_BLOCK)]
+                for offset in range(0, limit, state.block):
+                    block = view[offset : min(limit, offset + state.block)]
                     self.wfile.write(block)
                     with lock:
                         state.sent[path] = state.sent.get(path, 0) + len(block)

@@ -151,6 +151,7 @@ async function refreshStatus() {
     renderServices(status);
     renderFigures(status);
     say(`Connected · up ${Math.round(status.uptime_seconds)} s`);
+    if (!document.body.dataset.ready) performance.mark("console-usable");
     document.body.dataset.ready = "1";
   } catch (error) {
     if (error instanceof NeedsKey) return say("Waiting for the API key", true);
