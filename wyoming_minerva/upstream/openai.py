@@ -14,6 +14,7 @@ import bisect
 import json
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
@@ -127,9 +128,11 @@ class OpenAIUpstream:
             form["temperature"] = str(options.temperature)
         if response_format == "verbose_json":
             form["timestamp_granularities[]"] = ["segment", "word"] if options.word_timestamps else ["segment"]
-        files = {"file": ("audio.wav", wav, "audio/wav")}
+        body, content_type = multipart_body(form, "file", "audio.wav", wav, "audio/wav")
         try:
-            async with self._http.stream("POST", endpoint, data=form, files=files) as response:
+            async with self._http.stream(
+                "POST", endpoint, content=body, headers={"Content-Type": content_type}
+            ) as response:
                 if response.status_code != 200:
                     raise self._status_error(response.status_code, await _read_capped(response, MAX_ERROR_BYTES))
                 raw = await _read_capped(response, MAX_JSON_BYTES)
@@ -199,6 +202,27 @@ class OpenAIUpstream:
         else:
             reason = f"{type(err).__name__}: {_first_line(err)}"
         raise UpstreamUnavailable(self.label, reason) from err
+
+
+def multipart_body(
+    fields: dict[str, str | list[str]], file_field: str, filename: str, content: bytes, content_type: str
+) -> tuple[bytes, str]:
+    """multipart/form-data in one buffer: sent in one write (httpx's streamed encoder costs a write per part).
+
+    Field names are ours; values may hold anything but the random boundary, which no client can know.
+    """
+    boundary = secrets.token_hex(16)
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{item}\r\n'.encode()
+        for name, value in fields.items()
+        for item in (value if isinstance(value, list) else [value])
+    ]
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{filename}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    )
+    parts += [head.encode(), content, f"\r\n--{boundary}--\r\n".encode()]
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:

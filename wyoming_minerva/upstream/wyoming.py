@@ -32,7 +32,7 @@ from .errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
 from .urls import UpstreamUrl
 
 SAMPLE_RATE = 16000
-CHUNK_BYTES = SAMPLE_RATE * 2 // 10  # 100 ms per audio-chunk: few events, still well under any payload limit
+CHUNK_BYTES = SAMPLE_RATE * 2  # 1 s per audio-chunk: per-event costs dominate; far under any payload limit
 # Codes of a Wyoming `error` that are the server's trouble (minerva's codes) and count against its health. Every
 # other code (bad_request, model_not_found for a voice a client named, …) is about the request: a client must never
 # be able to take an upstream out of rotation.
