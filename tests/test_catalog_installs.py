@@ -30,6 +30,9 @@ from catalog_helpers import (
 from fastapi import Depends
 
 from wyoming_minerva.catalog import CatalogChange, CatalogService, CatalogSettings, Kind
+from wyoming_minerva.catalog.entries import RemoteFile
+from wyoming_minerva.catalog.errors import IntegrityError
+from wyoming_minerva.catalog.fetch import download
 from wyoming_minerva.http import installs
 from wyoming_minerva.http.app import create_app
 from wyoming_minerva.http.deps import api_key_schemes
@@ -48,7 +51,8 @@ MODEL_BYTES = 3 * 1024 * 1024
 @dataclass
 class Engines:
     stt: Any = None  # no speech-to-text in these tests
-    tts: TextToSpeech | None = None
+    tts: Any = None
+    wake: Any = None
     extras: dict[str, object] = field(default_factory=dict)
 
 
@@ -384,3 +388,48 @@ async def test_the_catalog_needs_the_api_key_when_one_is_set(tmp_path: Path) -> 
         refused = await httpx.AsyncClient(base_url=str(api.client.base_url)).get("/v1/catalog")
     assert allowed.status_code == 200
     assert refused.status_code == 401
+
+
+async def test_an_install_larger_than_the_free_space_fails_before_downloading(tmp_path: Path) -> None:
+    voices = one_voice(random_bytes(4096))
+    with file_server(FileServer()) as server:
+        url = serve_voices(server, voices)
+        index = json.loads(server.files["/voices.json"])
+        index[VOICE]["files"][model_path(voices).lstrip("/")]["size_bytes"] = 10**18
+        server.files["/voices.json"] = json.dumps(index).encode()
+        async with served(tmp_path, CatalogSettings(voices_url=url)) as api:
+            _, events = await api.install(f"voice:{VOICE}")
+        assert server.gets(model_path(voices)) == []
+    kind, data = events[-1]
+    assert kind == "error" and data["error"]["code"] == "insufficient_storage", data
+    assert folder_files(api.data) == []
+
+
+async def test_a_file_of_unknown_size_is_cut_off_at_the_limit(tmp_path: Path) -> None:
+    with file_server(FileServer()) as server:
+        server.files["/big.bin"] = random_bytes(64 * 1024)
+        remote = RemoteFile("big.bin", server.url("/big.bin"))
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(IntegrityError):
+                await download(client, remote, tmp_path / "big.part", lambda *_: None, retries=0, max_bytes=16 * 1024)
+
+
+async def test_the_rescan_hook_asks_each_engine_that_can_rescan() -> None:
+    class Rescanning:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def rescan(self) -> None:
+            self.calls += 1
+
+    tts, wake = Rescanning(), Rescanning()
+    hook = installs.rescan_engines(Engines(tts=tts, wake=wake))
+    for change in (
+        CatalogChange("installed", Kind.VOICE, "en_US-x-low"),
+        CatalogChange("removed", Kind.STT, "small-int8"),  # no speech-to-text engine here: nothing to ask
+        CatalogChange("installed", Kind.WAKE, "hey_x"),
+    ):
+        result = hook(change)
+        if result is not None:
+            await result
+    assert (tts.calls, wake.calls) == (1, 1)

@@ -57,6 +57,11 @@ class NotRemovableError(CatalogError):
     status = 409
 
 
+class InsufficientStorageError(CatalogError):
+    code = "insufficient_storage"
+    status = 507
+
+
 class NoDataDirError(CatalogError):
     code = "no_data_dir"
     status = 409

@@ -118,7 +118,12 @@ class PartFile:
 
 
 async def download(
-    client: httpx.AsyncClient, remote: RemoteFile, part_path: Path, progress: ProgressCallback, retries: int
+    client: httpx.AsyncClient,
+    remote: RemoteFile,
+    part_path: Path,
+    progress: ProgressCallback,
+    retries: int,
+    max_bytes: int,
 ) -> PartFile:
     """Fetch `remote` into `part_path`, resuming what is there; the caller checks it with PartFile.verify.
     Errors: DownloadError (the part stays for a later resume), RemoteStatusError, IntegrityError (too long)."""
@@ -130,7 +135,7 @@ async def download(
     try:
         while True:
             try:
-                await _transfer(client, remote, part, progress)
+                await _transfer(client, remote, part, progress, max_bytes)
                 reached = True
                 if remote.size is None or part.size >= remote.size:
                     break
@@ -149,7 +154,9 @@ async def download(
     return part
 
 
-async def _transfer(client: httpx.AsyncClient, remote: RemoteFile, part: PartFile, progress: ProgressCallback) -> None:
+async def _transfer(
+    client: httpx.AsyncClient, remote: RemoteFile, part: PartFile, progress: ProgressCallback, max_bytes: int
+) -> None:
     if remote.size is not None and part.size > remote.size:
         await asyncio.to_thread(part.restart)
     if remote.size is not None and part.size == remote.size:
@@ -178,8 +185,8 @@ async def _transfer(client: httpx.AsyncClient, remote: RemoteFile, part: PartFil
         try:
             async for chunk in chunks:
                 written += len(chunk)
-                if remote.size is not None and written > remote.size:
-                    raise IntegrityError(f"{remote.name} is larger than the catalog's {remote.size} bytes")
+                if written > (remote.size if remote.size is not None else max_bytes):
+                    raise IntegrityError(f"{remote.name} is larger than {remote.size or max_bytes} bytes")
                 if pending is not None:
                     await pending
                 pending = loop.run_in_executor(None, part.write, chunk)

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from .entries import CatalogEntry, Kind
-from .errors import AlreadyInstalledError
+from .errors import AlreadyInstalledError, InsufficientStorageError
 from .installed import STAGING_FOLDER, InstalledModel
 from .wake_index import WAKE_FOLDER
 
@@ -34,6 +34,17 @@ def holds_bytes(stage: Path) -> bool:
         return any(p.stat().st_size > 0 for p in stage.iterdir())
     except OSError:
         return False
+
+
+def check_space(data_dir: Path, stage: Path, entry: CatalogEntry) -> None:
+    """InsufficientStorageError when the data dir cannot hold what is left to download (when sizes are known)."""
+    if entry.size is None:
+        return
+    have = sum(p.stat().st_size for p in stage.glob("*" + PART_SUFFIX)) if stage.is_dir() else 0
+    data_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(data_dir).free
+    if entry.size - have > free:
+        raise InsufficientStorageError(f"{entry.id} needs {entry.size - have} more bytes; {data_dir} has {free} free")
 
 
 def discard(stage: Path) -> None:

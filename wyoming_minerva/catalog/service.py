@@ -143,6 +143,7 @@ class CatalogService:
             async with self._slots:
                 data_dir = self.data_dirs[0]
                 stage = placement.staging_dir(data_dir, entry)
+                await asyncio.to_thread(placement.check_space, data_dir, stage, entry)
                 job.set_phase(Phase.DOWNLOADING)
                 parts = [await self._download(job, entry, stage, index) for index in range(len(entry.files))]
                 job.set_phase(Phase.VERIFYING)
@@ -190,7 +191,8 @@ class CatalogService:
             counted = file_bytes
 
         part = placement.part_path(stage, remote.name)
-        return await download(self._client, remote, part, progress, self.settings.retries)
+        settings = self.settings
+        return await download(self._client, remote, part, progress, settings.retries, settings.max_file_bytes)
 
     async def cancel(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)

@@ -21,6 +21,7 @@ class CatalogSettings:
     timeout_seconds: float = 30.0  # connect and read timeout of every request
     retries: int = 5  # reconnections (with Range) after a download is cut
     max_index_bytes: int = 16 * 1024 * 1024  # an index larger than this is refused
+    max_file_bytes: int = 16 * 1024**3  # a file whose index gives no size is cut off here (large-v3 is ~3 GB)
     max_parallel_jobs: int = 2  # installs downloading at once; more wait in the `queued` phase
 
     def validate(self) -> None:

@@ -11,6 +11,7 @@ Ids are `voice:NAME`, `stt:NAME`, `wake:NAME`. The sources are the operator's se
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
@@ -20,9 +21,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ..catalog import (
+    CatalogChange,
     CatalogError,
     CatalogService,
     CatalogSettings,
+    ChangeHook,
     InstalledModel,
     Job,
     Kind,
@@ -70,6 +73,22 @@ def program_keys(engines: EngineSet, model: InstalledModel) -> list[str]:
         return []
     programs = getattr(stt, "programs", ())
     return [f"stt:{p.name}" for p in programs if model.name in (getattr(p, "model", None), p.name)]
+
+
+def rescan_engines(engines: EngineSet) -> ChangeHook:
+    """A CatalogService.on_change hook: each engine that offers `rescan()` looks at its data dirs again, so a model
+    just installed (or removed) is in (or out of) Wyoming describe and /v1/models at once."""
+    by_kind = {Kind.VOICE: "tts", Kind.STT: "stt", Kind.WAKE: "wake"}
+
+    async def rescan(change: CatalogChange) -> None:
+        engine = getattr(engines, by_kind[change.kind], None)
+        method = getattr(engine, "rescan", None)
+        if callable(method):
+            result = method()
+            if inspect.isawaitable(result):
+                await result
+
+    return rescan
 
 
 def service_of(request: Request) -> CatalogService:
