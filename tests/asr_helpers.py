@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from conftest import chunks, send_chunks, wyoming_server
+from conftest import ENGLISH, chunks, local_stt, send_chunks, wyoming_server
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -16,7 +16,7 @@ from wyoming_minerva.handlers.asr import AsrHandler
 from wyoming_minerva.handlers.server import WyomingServer
 from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings
-from wyoming_minerva.stt.whisper import SpeechToText
+from wyoming_minerva.stt.service import SpeechToText
 
 
 @asynccontextmanager
@@ -25,8 +25,8 @@ async def asr_server(
 ) -> AsyncIterator[tuple[WyomingServer, SpeechToText]]:
     own_manager = manager is None
     manager = manager or ModelManager(workers=2, queue_size=8)
-    settings = settings or AsrSettings()
-    stt = SpeechToText(settings, manager, (), local_files_only=True)
+    settings = settings or AsrSettings(models=ENGLISH)
+    stt = local_stt(manager, settings)
     async with wyoming_server("asr", lambda sink: AsrHandler(sink, stt, settings)) as server:
         try:
             yield server, stt

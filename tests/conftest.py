@@ -13,7 +13,21 @@ from wyoming.audio import AudioChunk
 from wyoming.client import AsyncTcpClient
 
 from wyoming_minerva.handlers.server import HandlerFactory, WyomingServer
-from wyoming_minerva.settings import ListenUri
+from wyoming_minerva.runtime.manager import ModelManager
+from wyoming_minerva.settings import AsrSettings, ListenUri
+from wyoming_minerva.stt.service import SpeechToText
+from wyoming_minerva.stt.whisper import whisper_engines
+
+ENGLISH = ("tiny.en",)  # most tests need only the bundled English program (fast, loads in a second)
+
+
+def local_stt(
+    manager: ModelManager, settings: AsrSettings | None = None, data_dirs: tuple[Path, ...] = ()
+) -> SpeechToText:
+    """SpeechToText on the bundled models only (no downloads); English-only unless `settings` says otherwise."""
+    settings = settings or AsrSettings(models=ENGLISH)
+    return SpeechToText(settings, manager, whisper_engines(settings, data_dirs, True), data_dirs)
+
 
 FIXTURES = Path(os.environ.get("MINERVA_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
 

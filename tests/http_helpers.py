@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from wyoming_minerva.http.app import create_app
 from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import HttpSettings, Settings
-from wyoming_minerva.stt.whisper import SpeechToText
+from wyoming_minerva.stt.service import SpeechToText
 from wyoming_minerva.tts.piper import TextToSpeech
 
 # (container, codec, sample rate, file name): what browsers, phones and recorders upload

@@ -8,12 +8,12 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
+from conftest import ENGLISH, local_stt
 
 from wyoming_minerva.runtime.manager import CancelToken, ModelManager
 from wyoming_minerva.settings import AsrSettings, RealtimeSettings
 from wyoming_minerva.stt.engine import Segment, TranscriptionInfo, TranscriptionOptions
 from wyoming_minerva.stt.live.hub import LiveEvent, LiveHub, LiveSession
-from wyoming_minerva.stt.whisper import SpeechToText
 
 CHUNK_SECONDS = 0.064
 
@@ -56,7 +56,7 @@ async def fake_hub(
 ) -> tuple[LiveHub, ModelManager]:
     """A LiveHub on a fresh manager whose speech-to-text model is `fake`; `settings` are RealtimeSettings."""
     manager = ModelManager(workers=workers, queue_size=manager_queue)
-    stt = SpeechToText(AsrSettings(), manager, (), local_files_only=True)
+    stt = local_stt(manager, AsrSettings(models=ENGLISH))
     await manager.get(stt.key, lambda: fake)  # the fake takes the model's place in the manager
     return LiveHub(stt, RealtimeSettings(**settings)), manager  # type: ignore[arg-type]
 

@@ -160,7 +160,7 @@ def test_every_option_reaches_its_flag(tmp_path: Path) -> None:
     assert all(u.host == "0.0.0.0" for u in s.services.values())
     assert s.data_dirs == (Path("/data"), share / "piper")
     assert s.wake.custom_model_dirs == (share / "openwakeword",)
-    assert (s.asr.model, s.asr.language, s.asr.beam_size) == ("Systran/faster-distil-whisper-small.en", "de", 5)
+    assert (s.asr.models, s.asr.language, s.asr.beam_size) == (("Systran/faster-distil-whisper-small.en",), "de", 5)
     assert s.asr.initial_prompt == "Kitchen, O'Brien's room"
     assert (s.tts.voice, s.tts.speaker, s.tts.length_scale) == ("de_DE-thorsten-medium", "2", 1.2)
     assert s.wake.models == ("okay_nabu", "hey_jarvis")

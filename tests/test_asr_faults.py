@@ -7,7 +7,7 @@ import json
 import time
 
 from asr_helpers import asr_server, read_until, send_audio, transcribe, transcript_text
-from conftest import Speech, normalise, wyoming_client
+from conftest import ENGLISH, Speech, normalise, wyoming_client
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioStart, AudioStop
 from wyoming.event import Event
@@ -94,7 +94,7 @@ async def test_unknown_events_are_ignored(speech: Speech) -> None:
 
 
 async def test_audio_over_the_maximum_duration_is_refused_once(speech: Speech) -> None:
-    settings = AsrSettings(max_audio_seconds=2.0, endpointing=False)
+    settings = AsrSettings(models=ENGLISH, max_audio_seconds=2.0, endpointing=False)
     async with asr_server(settings=settings) as (server, _), wyoming_client(server.port) as client:
         await client.write_event(Transcribe().event())
         await send_audio(client, speech.silence(5.0), speech.rate)

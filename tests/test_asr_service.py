@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from asr_helpers import asr_server, read_until, send_audio, send_chunks, transcribe, transcript_text
-from conftest import Speech, fixture_path, normalise, wyoming_client
+from conftest import ENGLISH, Speech, fixture_path, normalise, wyoming_client
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStop
 from wyoming.info import Describe
@@ -17,7 +17,10 @@ from wyoming_minerva.settings import AsrSettings
 
 
 async def test_info_describes_one_asr_program() -> None:
-    async with asr_server(settings=AsrSettings(endpointing=True)) as (server, _), wyoming_client(server.port) as client:
+    async with (
+        asr_server(settings=AsrSettings(models=ENGLISH, endpointing=True)) as (server, _),
+        wyoming_client(server.port) as client,
+    ):
         await client.write_event(Describe().event())
         info = (await read_until(client, "info"))[-1].data
     (program,) = info["asr"]
@@ -30,7 +33,7 @@ async def test_info_describes_one_asr_program() -> None:
 
 async def test_info_without_endpointing_asks_for_external_vad() -> None:
     async with (
-        asr_server(settings=AsrSettings(endpointing=False)) as (server, _),
+        asr_server(settings=AsrSettings(models=ENGLISH, endpointing=False)) as (server, _),
         wyoming_client(server.port) as client,
     ):
         await client.write_event(Describe().event())
@@ -56,7 +59,10 @@ async def test_synthesized_speech_full_event_sequence(speech: Speech) -> None:
     async with asr_server() as (server, _), wyoming_client(server.port) as client:
         events = await transcribe(client, pcm, speech.rate)
     types = [e.type for e in events]
-    assert types[0] == "transcript-start" and types[-2:] == ["transcript", "transcript-stop"]
+    # The VAD's start of speech comes first (in audio ms); audio-stop came before the endpoint: no voice-stopped.
+    assert types[:2] == ["voice-started", "transcript-start"], types
+    assert 0 <= events[0].data["timestamp"] < 500
+    assert types[-2:] == ["transcript", "transcript-stop"]
     assert "transcript-chunk" in types
     chunk_text = "".join(e.data["text"] for e in events if e.type == "transcript-chunk")
     assert normalise(chunk_text) == normalise(transcript_text(events)) == "turn off the kitchen lights"
@@ -68,9 +74,11 @@ async def test_endpointing_answers_before_audio_stop_and_connection_stays_open(s
     async with asr_server() as (server, _), wyoming_client(server.port) as client:
         await client.write_event(Transcribe(language="en").event())
         await send_audio(client, command + speech.silence(3.0), speech.rate)
-        # No audio-stop yet: the server must find the end of speech itself.
+        # No audio-stop yet: the server must find the end of speech itself, and says where it heard it end.
         events = await read_until(client, "transcript-stop", timeout=30)
         assert normalise(transcript_text(events)) == "turn off the bedroom fan"
+        stopped = next(e for e in events if e.type == "voice-stopped").data["timestamp"]
+        assert 1000 < stopped <= len(command) * 1000 // 2 // speech.rate + 100
         # Audio after the endpoint is ignored; audio-stop then brings no second transcript.
         await send_chunks(client, speech.silence(0.5), speech.rate)
         await client.write_event(AudioStop().event())
@@ -81,7 +89,7 @@ async def test_endpointing_answers_before_audio_stop_and_connection_stays_open(s
 
 async def test_no_endpointing_waits_for_audio_stop(speech: Speech) -> None:
     async with (
-        asr_server(settings=AsrSettings(endpointing=False)) as (server, _),
+        asr_server(settings=AsrSettings(models=ENGLISH, endpointing=False)) as (server, _),
         wyoming_client(server.port) as client,
     ):
         await client.write_event(Transcribe().event())
@@ -149,8 +157,10 @@ async def test_describe_is_instant_while_a_long_decode_runs(speech: Speech) -> N
             await busy.write_event(Transcribe().event())
             await send_audio(busy, long_audio, speech.rate)
             await busy.write_event(AudioStop().event())
-            await asyncio.sleep(0.2)  # the decode is now on the executor
-            assert stt.manager.queue_depth >= 1
+            for _ in range(1000):  # until the decode is on the executor (at most 10 s on a loaded machine)
+                if stt.manager.queue_depth >= 1:
+                    break
+                await asyncio.sleep(0.01)
             started = time.perf_counter()
             await probe.write_event(Describe().event())
             await read_until(probe, "info", timeout=5)

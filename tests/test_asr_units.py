@@ -11,9 +11,10 @@ from conftest import Speech
 
 from wyoming_minerva.audio import AudioConverter, AudioFormat, convert_pcm, format_from_event, pcm16_to_float
 from wyoming_minerva.errors import AudioFormatError, ModelNotFoundError
+from wyoming_minerva.stt.bundled import english_model_path as bundled_model_path
 from wyoming_minerva.stt.endpointing import EndpointConfig, Endpointer, EndpointEvent
 from wyoming_minerva.stt.hallucinations import clean_transcript, is_hallucination
-from wyoming_minerva.stt.whisper import bundled_model_path, is_english_only, repo_id_for, resolve_model
+from wyoming_minerva.stt.whisper import is_english_only, repo_id_for, resolve_model
 
 # ---- hallucination filter, both ways -----------------------------------------------------------
 

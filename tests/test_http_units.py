@@ -22,12 +22,13 @@ from wyoming_minerva.http.codecs import (
 from wyoming_minerva.http.guard import key_matches
 from wyoming_minerva.http.names import (
     OPENAI_VOICES,
+    UnknownSttModel,
     VoiceChoice,
     choose_voice,
-    is_stt_model,
     is_tts_model,
     parse_voice_map,
     split_voice_target,
+    stt_program_name,
 )
 from wyoming_minerva.http.response_formats import as_srt, as_verbose_json, as_vtt, build
 from wyoming_minerva.settings import ConfigError
@@ -61,10 +62,16 @@ def test_openai_voice_names_map_to_local_voices_and_speakers() -> None:
 
 
 def test_model_names() -> None:
-    assert is_stt_model("whisper-1", "tiny.en") and is_stt_model("tiny.en", "tiny.en")
-    assert is_stt_model("gpt-4o-mini-transcribe", "small") and not is_stt_model("tts-1", "tiny.en")
-    assert is_tts_model("tts-1-hd") and is_tts_model("gpt-4o-mini-tts") and is_tts_model("piper")
-    assert not is_tts_model("whisper-1")
+    programs = ["tiny.en", "base"]
+    for hosted in ("whisper-1", "gpt-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-transcribe-diarize", "nova-3"):
+        assert stt_program_name(hosted, programs) is None  # the router picks by language
+    assert stt_program_name("TINY.EN", programs) == "tiny.en" and stt_program_name("base", programs) == "base"
+    assert stt_program_name(None, programs) is None and stt_program_name(" ", programs) is None
+    for missing in ("small-int8", "large-v3", "Systran/faster-whisper-small", "distil-large-v3"):
+        with pytest.raises(UnknownSttModel):
+            stt_program_name(missing, programs)
+    assert is_tts_model("tts-1-hd") and is_tts_model("gpt-tts") and is_tts_model("kokoro")
+    assert not is_tts_model("  ")
 
 
 # ---- transcript formats ------------------------------------------------------------------------------
@@ -88,7 +95,9 @@ def test_srt_and_vtt_timestamps() -> None:
 def test_verbose_json_has_segments_and_words_when_asked() -> None:
     transcript = build(_segments(), "en", 3726.0, heard_speech=True, temperature=0.2)
     both = as_verbose_json(transcript, ("word", "segment"))
-    assert both["text"] == "Turn on the lamp. Thanks." and both["language"] == "en" and both["task"] == "transcribe"
+    assert (
+        both["text"] == "Turn on the lamp. Thanks." and both["language"] == "english" and both["task"] == "transcribe"
+    )
     assert [s["id"] for s in both["segments"]] == [0, 1] and both["segments"][1]["seek"] == 6125
     assert both["words"] == [{"word": "Turn", "start": 0.0, "end": 0.4}, {"word": "on", "start": 0.4, "end": 0.6}]
     assert both["usage"] == {"type": "duration", "seconds": 3726.0}

@@ -6,14 +6,13 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
-from conftest import Speech, normalise
+from conftest import ENGLISH, Speech, local_stt, normalise
 from live_helpers import EventLog, feed
 
 from wyoming_minerva.audio import AudioFormat
 from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings, RealtimeSettings
 from wyoming_minerva.stt.live.hub import Final, Interim, LiveHub, SessionOptions
-from wyoming_minerva.stt.whisper import SpeechToText
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 async def hub() -> AsyncIterator[LiveHub]:
     manager = ModelManager(workers=2, queue_size=8)
-    stt = SpeechToText(AsrSettings(cpu_threads=2), manager, (), local_files_only=True)
+    stt = local_stt(manager, AsrSettings(cpu_threads=2, models=ENGLISH))
     await stt.preload()
     live = LiveHub(stt, RealtimeSettings())
     try:

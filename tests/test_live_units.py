@@ -256,7 +256,7 @@ async def test_close_mid_utterance_cancels_every_task(speech: Speech) -> None:
         assert hub.sessions == 0 and hub.stats.queued == 0
         fake.gate.set()
         await asyncio.sleep(0.2)
-        left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("live-")]
+        left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(("live-", "stt-decode"))]
         assert left == []
     finally:
         fake.gate.set()
@@ -270,12 +270,15 @@ def test_realtime_flags_and_environment() -> None:
 
     settings = parse_settings(
         ["--http", "127.0.0.1:0", "--realtime-max-sessions", "3", "--realtime-overflow", "drop_oldest"],
-        env={"MINERVA_REALTIME_SILENCE_MS": "500", "MINERVA_REALTIME_INTERIM_MS": "0"},
+        env={"MINERVA_ENDPOINT_SILENCE_MS": "500", "MINERVA_REALTIME_INTERIM_MS": "0"},
     )
     rt = settings.realtime
-    assert (rt.max_sessions, rt.overflow, rt.silence_ms, rt.interim_ms) == (3, "drop_oldest", 500, 0)
+    assert (rt.max_sessions, rt.overflow, rt.interim_ms) == (3, "drop_oldest", 0)
+    assert settings.asr.endpoint_silence_ms == 500  # one silence for Wyoming ASR and live sessions
     with pytest.raises(ConfigError):
-        parse_settings(["--http", "127.0.0.1:0", "--realtime-vad-aggressiveness", "4"], env={})
+        parse_settings(["--http", "127.0.0.1:0", "--vad-aggressiveness", "4"], env={})
+    with pytest.raises(ConfigError):
+        parse_settings(["--http", "127.0.0.1:0", "--endpoint-silence-ms", "30"], env={})
     with pytest.raises(SystemExit):
         parse_settings(["--http", "127.0.0.1:0", "--realtime-overflow", "newest"], env={})
 

@@ -19,7 +19,7 @@ def test_no_service_flag_runs_everything_on_standard_ports() -> None:
         Service.WAKE: "tcp://0.0.0.0:10400",
     }
     assert settings.http is not None and settings.http.port == 10800
-    assert settings.asr.model == "tiny.en" and settings.asr.endpointing
+    assert settings.asr.models == ("tiny.en", "base") and settings.asr.endpointing
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.debug = True  # type: ignore[misc]
 
@@ -40,7 +40,7 @@ def test_environment_sets_flags_and_the_command_line_wins() -> None:
         "MINERVA_STT_BEAM_SIZE": "5",
     }
     settings = parse_settings(["--stt-beam-size", "2"], env=env)
-    assert settings.asr.model == "base-int8" and settings.asr.beam_size == 2
+    assert settings.asr.models == ("base-int8",) and settings.asr.beam_size == 2
     assert not settings.asr.endpointing and settings.debug
     assert settings.data_dirs == (Path("/a"), Path("/b"))
     assert str(settings.asr_uri) == "tcp://127.0.0.1:1234"

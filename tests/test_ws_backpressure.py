@@ -11,14 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Speech
+from conftest import ENGLISH, Speech, local_stt
 from live_helpers import FakeTranscriber
 from websockets.exceptions import ConnectionClosed
 from ws_helpers import Engines, Served, connect, no_live_tasks, receive_json, receive_until, send_paced, served
 
 from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings, RealtimeSettings
-from wyoming_minerva.stt.whisper import SpeechToText
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,7 +27,7 @@ PATH = "/v1/audio/transcriptions/stream"
 @asynccontextmanager
 async def small_server(fake: FakeTranscriber, **realtime: Any) -> AsyncIterator[Served]:
     manager = ModelManager(workers=1, queue_size=4)
-    stt = SpeechToText(AsrSettings(), manager, (), local_files_only=True)
+    stt = local_stt(manager, AsrSettings(models=ENGLISH))
     await manager.get(stt.key, lambda: fake)
     try:
         async with served(Engines(stt=stt), manager, RealtimeSettings(**realtime)) as srv:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import soxr
+from conftest import ENGLISH, local_stt
 from websockets.asyncio.client import ClientConnection, connect
 
 from wyoming_minerva.http.app import create_app
@@ -19,12 +20,20 @@ from wyoming_minerva.http.server import HttpServer
 from wyoming_minerva.http.stream_common import StreamContext
 from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings, HttpSettings, RealtimeSettings, Settings
-from wyoming_minerva.stt.whisper import SpeechToText
+from wyoming_minerva.stt.service import SpeechToText
 from wyoming_minerva.tts.piper import TextToSpeech
 from wyoming_minerva.wake.service import WakeWords
 
 CHUNK_SECONDS = 0.064
-TASK_PREFIXES = ("live-", "realtime-", "stt-stream-", "tts-stream-", "wake-detect-", "wake-events-")  # ours, by name
+TASK_PREFIXES = (
+    "live-",
+    "stt-decode",
+    "realtime-",
+    "stt-stream-",
+    "tts-stream-",
+    "wake-detect-",
+    "wake-events-",
+)  # ours, by name
 
 
 @dataclass
@@ -126,7 +135,7 @@ __all__ = ["Engines", "Served", "connect", "no_live_tasks", "receive_json", "rec
 async def live_stt_served(api_key: str | None = None) -> AsyncIterator[Served]:
     """The app with only the bundled Whisper model (preloaded) and at most 4 live sessions."""
     manager = ModelManager(workers=2, queue_size=8)
-    stt = SpeechToText(AsrSettings(cpu_threads=2), manager, (), local_files_only=True)
+    stt = local_stt(manager, AsrSettings(cpu_threads=2, models=ENGLISH))
     await stt.preload()
     try:
         async with served(Engines(stt=stt), manager, RealtimeSettings(max_sessions=4), api_key=api_key) as srv:

@@ -19,7 +19,8 @@ from .http.app import create_app
 from .http.server import HttpServer
 from .runtime.manager import ModelManager
 from .settings import HttpSettings, Service, Settings
-from .stt.whisper import SpeechToText
+from .stt.service import SpeechToText
+from .stt.whisper import whisper_engines
 from .tts.piper import TextToSpeech
 from .wake.service import WakeWords
 
@@ -61,7 +62,9 @@ class App:
         """The one speech-to-text engine, made on first need (Wyoming ASR and HTTP share it)."""
         if self.engines.stt is None:
             s = self.settings
-            self.engines.stt = SpeechToText(s.asr, self.manager, s.data_dirs, s.local_files_only)
+            engines = whisper_engines(s.asr, s.data_dirs, s.local_files_only)  # register more engines here
+            self.engines.stt = SpeechToText(s.asr, self.manager, engines, s.data_dirs)
+            self.engines.stt.check()  # a missing local model fails the start, not the first request
         return self.engines.stt
 
     def _tts(self) -> TextToSpeech:

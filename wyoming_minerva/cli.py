@@ -96,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("speech-to-text (faster-whisper)")
     g.add_argument(
         "--stt-model",
-        default=AsrSettings.model,
-        help="local CTranslate2 folder or model name (tiny, base-int8, small.en, HF id; default: bundled tiny.en)",
+        action="append",
+        help="a speech-to-text program: model name (tiny.en, base, small-int8, HF id) or local CTranslate2 folder; "
+        "repeatable, the first is the default and a language goes to the first program that has it "
+        f"(default: {' + '.join(AsrSettings.models)}, both bundled)",
     )
     g.add_argument("--stt-language", help="language code, or 'auto' (default auto; English-only models use en)")
     g.add_argument("--stt-beam-size", type=int, default=AsrSettings.beam_size, help="beam size (default 1)")
@@ -124,13 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--endpoint-silence-ms",
         type=int,
         default=AsrSettings.endpoint_silence_ms,
-        help="silence after speech that ends an utterance, in ms (default 400)",
+        help="silence after speech that ends an utterance, in ms (Wyoming ASR and live sessions; default 400)",
     )
     g.add_argument(
         "--vad-aggressiveness",
         type=int,
         default=AsrSettings.vad_aggressiveness,
-        help="webrtcvad aggressiveness 0-3 (default 2)",
+        help="webrtcvad aggressiveness 0-3, for Wyoming ASR, live sessions and uploads (default 2)",
     )
     g.add_argument(
         "--max-audio-seconds",
@@ -295,18 +297,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"finals that may wait for an inference worker, all sessions together (default {rt.queue_size})",
     )
     g.add_argument(
-        "--realtime-vad-aggressiveness",
-        type=int,
-        default=rt.vad_aggressiveness,
-        help=f"webrtcvad aggressiveness 0-3 for live sessions (default {rt.vad_aggressiveness})",
-    )
-    g.add_argument(
-        "--realtime-silence-ms",
-        type=int,
-        default=rt.silence_ms,
-        help=f"silence that ends an utterance unless the client asks otherwise (default {rt.silence_ms})",
-    )
-    g.add_argument(
         "--realtime-interim-ms",
         type=int,
         default=rt.interim_ms,
@@ -415,7 +405,7 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         idle_unload_seconds=args.idle_unload,
         shutdown_grace_seconds=args.shutdown_grace,
         asr=AsrSettings(
-            model=args.stt_model,
+            models=tuple(args.stt_model or AsrSettings.models),
             language=None if not language or language == "auto" else language,
             beam_size=args.stt_beam_size,
             compute_type=args.stt_compute_type,
@@ -460,8 +450,6 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
             max_sessions=args.realtime_max_sessions,
             overflow=args.realtime_overflow,
             queue_size=args.realtime_queue_size,
-            vad_aggressiveness=args.realtime_vad_aggressiveness,
-            silence_ms=args.realtime_silence_ms,
             interim_ms=args.realtime_interim_ms,
             max_utterance_seconds=args.realtime_max_utterance_seconds,
             max_buffer_seconds=args.realtime_max_buffer_seconds,

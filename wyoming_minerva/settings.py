@@ -63,8 +63,9 @@ class ListenUri:
 
 @dataclass(frozen=True)
 class AsrSettings:
-    model: str = "tiny.en"
-    language: str | None = None  # None = auto-detect (English-only models always use "en")
+    # Speech-to-text programs in routing order (stt/programs.py): fast English first, multilingual base after it.
+    models: tuple[str, ...] = ("tiny.en", "base")
+    language: str | None = None  # server default when a request names none; None = route by detection
     beam_size: int = 1
     compute_type: str = "int8"
     device: str = "cpu"
@@ -135,8 +136,6 @@ class RealtimeSettings:
     max_sessions: int = 16  # live sessions at once; more get `session_limit`
     overflow: str = "reject"  # a final arriving at a full queue: "reject" it or "drop_oldest" waiting one
     queue_size: int = 16  # finals waiting for an inference worker, over all live sessions
-    vad_aggressiveness: int = 2
-    silence_ms: int = 400  # silence that ends an utterance (a client may ask for another)
     interim_ms: int = 600  # new audio between interim refreshes; 0 = no interims
     max_utterance_seconds: float = 30.0  # longer speech is cut into utterances of this length
     max_buffer_seconds: float = 60.0  # audio a session may have waiting for its finals; beyond: buffer_overflow
@@ -145,12 +144,10 @@ class RealtimeSettings:
     def validate(self) -> None:
         if self.overflow not in ("reject", "drop_oldest"):
             raise ConfigError("--realtime-overflow must be reject or drop_oldest")
-        if not 0 <= self.vad_aggressiveness <= 3:
-            raise ConfigError("--realtime-vad-aggressiveness must be 0, 1, 2 or 3")
         if self.max_sessions < 1 or self.queue_size < 1:
             raise ConfigError("--realtime-max-sessions and --realtime-queue-size must be at least 1")
-        if self.silence_ms < 90 or self.interim_ms < 0 or self.max_utterance_seconds < 1:
-            raise ConfigError("--realtime-silence-ms >= 90, --realtime-interim-ms >= 0, utterances >= 1 s")
+        if self.interim_ms < 0 or self.max_utterance_seconds < 1:
+            raise ConfigError("--realtime-interim-ms >= 0 and --realtime-max-utterance-seconds >= 1")
 
 
 @dataclass(frozen=True)
@@ -205,4 +202,6 @@ class Settings:
             raise ConfigError("--wake-threads must not be negative")
         if not 0 <= self.asr.vad_aggressiveness <= 3:
             raise ConfigError("--vad-aggressiveness must be 0, 1, 2 or 3")
+        if self.asr.endpoint_silence_ms < 90:
+            raise ConfigError("--endpoint-silence-ms must be at least 90")
         self.realtime.validate()

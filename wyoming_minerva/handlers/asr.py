@@ -6,106 +6,69 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import numpy as np
 from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Event
-from wyoming.info import AsrModel, AsrProgram, Info
+from wyoming.info import AsrModel, AsrProgram, Info, SelectProgram
+from wyoming.vad import VoiceStarted, VoiceStopped
 
-from ..audio import AudioConverter, AudioFormat, format_from_event, pcm16_to_float
+from ..audio import AudioConverter, AudioFormat, format_from_event
 from ..errors import AudioTooLongError, MinervaError
 from ..settings import AsrSettings
-from ..stt.endpointing import EndpointConfig, Endpointer, EndpointEvent, Mark, WebRtcVad
-from ..stt.engine import Segment, TranscriptionInfo, TranscriptionOptions
+from ..stt.decode import TRAILING_PAD_SAMPLES, Decode, padded
+from ..stt.endpointing import (
+    NO_END_MS,
+    EndpointConfig,
+    Endpointer,
+    EndpointEvent,
+    Mark,
+    WebRtcVad,
+    silence_for_sensitivity,
+)
 from ..stt.hallucinations import clean_transcript
-from ..stt.whisper import SpeechToText
+from ..stt.programs import normalise_language
+from ..stt.service import SpeechToText
 from .info import VERSION, WHISPER_ATTRIBUTION, DescribingHandler
 from .server import EventSink, error_event
 
 _LOGGER = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-TRAILING_PAD_SAMPLES = SAMPLE_RATE * 3 // 10  # 300 ms after the last speech frame
-LEADING_PAD_SAMPLES = SAMPLE_RATE // 10  # 100 ms before the audio
 
 
 def asr_info(stt: SpeechToText, settings: AsrSettings) -> Info:
-    model = stt.describe()
+    """One program per configured model, the default first (a client without select-program uses it)."""
     return Info(
         asr=[
             AsrProgram(
-                name="faster-whisper",
-                description="faster-whisper speech-to-text (wyoming-minerva)",
+                name=program.name,
+                description=f"Whisper {program.model} ({'multilingual' if program.multilingual else 'English'}, "
+                f"{program.engine})",
                 attribution=WHISPER_ATTRIBUTION,
                 installed=True,
                 version=VERSION,
                 models=[
                     AsrModel(
-                        name=model.name,
-                        description=f"Whisper {model.name}",
+                        name=program.model,
+                        description=f"Whisper {program.model}",
                         attribution=WHISPER_ATTRIBUTION,
                         installed=True,
                         version=VERSION,
-                        languages=list(model.languages),
+                        languages=list(program.languages),
                     )
                 ],
                 supports_transcript_streaming=True,
                 requires_external_vad=not settings.endpointing,
+                # Quiet far-field microphones reach the VAD louder with auto gain; Whisper copes with noise better
+                # than with the artefacts of noise suppression (README: Speech-to-text, Audio processing).
+                prefers_auto_gain_enabled=True,
+                prefers_noise_reduction_enabled=False,
             )
+            for program in stt.programs
         ]
     )
-
-
-class Decode:
-    """One transcription running in the background; segments can be followed while it decodes."""
-
-    def __init__(self, stt: SpeechToText, audio: np.ndarray, options: TranscriptionOptions, speech_end: int) -> None:
-        self.speech_end = speech_end
-        self.audio_seconds = len(audio) / SAMPLE_RATE
-        self.language: str | None = options.language
-        self.segments: list[Segment] = []
-        self.error: BaseException | None = None
-        self.decode_ms = 0.0
-        self._changed = asyncio.Event()
-        self._done = False
-        self._task = asyncio.create_task(self._run(stt, audio, options))
-
-    async def _run(self, stt: SpeechToText, audio: np.ndarray, options: TranscriptionOptions) -> None:
-        started = time.perf_counter()
-        try:
-            async for item in stt.stream(audio, options):
-                if isinstance(item, TranscriptionInfo):
-                    self.language = item.language
-                else:
-                    self.segments.append(item)
-                self._changed.set()
-        except Exception as err:
-            self.error = err
-        finally:
-            self.decode_ms = (time.perf_counter() - started) * 1000
-            self._done = True
-            self._changed.set()
-
-    async def follow(self) -> AsyncIterator[Segment]:
-        """Every segment, those decoded already at once, the rest as they come; raises the decode's error."""
-        index = 0
-        while True:
-            while index < len(self.segments):
-                yield self.segments[index]
-                index += 1
-            if self._done:
-                break
-            self._changed.clear()
-            if index == len(self.segments) and not self._done:
-                await self._changed.wait()
-        if self.error is not None:
-            raise self.error
-
-    def cancel(self) -> None:
-        self._task.cancel()
 
 
 @dataclass
@@ -113,6 +76,8 @@ class Utterance:
     """Everything about one utterance; replaced whole when the next one starts."""
 
     language: str | None = None
+    program: str | None = None  # transcribe.name or select-program; None = route by language
+    silence_ms: int = 400  # the silence that ends it (transcribe.vad_sensitivity)
     hints: list[str] = field(default_factory=list)
     fmt: AudioFormat | None = None
     converter: AudioConverter | None = None
@@ -133,7 +98,7 @@ class AsrHandler(DescribingHandler):
         super().__init__(sink, lambda: asr_info(stt, settings))
         self.stt = stt
         self.settings = settings
-        self._endpoint_config = EndpointConfig(end_ms=settings.endpoint_silence_ms)
+        self._program: str | None = None  # select-program: for the rest of the connection
         self._utterance: Utterance | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -141,7 +106,17 @@ class AsrHandler(DescribingHandler):
 
     async def handle_service_event(self, event: Event) -> bool:
         if event.type == "transcribe":
-            self._start(language=event.data.get("language"), hints=_hints(event.data))
+            data = event.data
+            name = data.get("name")
+            self._start(
+                language=data.get("language"),
+                program=name if isinstance(name, str) and name else None,
+                sensitivity=data.get("vad_sensitivity"),
+                hints=_hints(data),
+            )
+        elif SelectProgram.is_type(event.type):
+            name = event.data.get("name")
+            self._program = self.stt.program(name).name if isinstance(name, str) and name else None
         elif AudioStart.is_type(event.type):
             utterance = self._utterance if self._utterance and not self._utterance.fmt else self._start()
             self._set_format(utterance, format_from_event(event.data))
@@ -153,15 +128,30 @@ class AsrHandler(DescribingHandler):
             return await super().handle_service_event(event)
         return True
 
-    def _start(self, language: object = None, hints: list[str] | None = None) -> Utterance:
+    def _start(
+        self,
+        language: object = None,
+        program: str | None = None,
+        sensitivity: object = None,
+        hints: list[str] | None = None,
+    ) -> Utterance:
         self._discard_speculation()
-        self._utterance = Utterance(language=language if isinstance(language, str) else None, hints=hints or [])
+        if program is not None:
+            program = self.stt.program(program).name  # an unknown name is an error now, not after the audio
+        self._utterance = Utterance(
+            language=language if isinstance(language, str) else None,
+            program=program or self._program,
+            silence_ms=silence_for_sensitivity(sensitivity, self.settings.endpoint_silence_ms),
+            hints=hints or [],
+        )
         return self._utterance
 
     def _set_format(self, utterance: Utterance, fmt: AudioFormat) -> None:
         utterance.fmt = fmt
         utterance.converter = AudioConverter(fmt, SAMPLE_RATE)
-        utterance.endpointer = Endpointer(WebRtcVad(self.settings.vad_aggressiveness), self._endpoint_config)
+        # Without endpointing the client's audio-stop ends the utterance: pauses of any length stay inside it.
+        end_ms = utterance.silence_ms if self.settings.endpointing else NO_END_MS
+        utterance.endpointer = Endpointer(WebRtcVad(self.settings.vad_aggressiveness), EndpointConfig(end_ms=end_ms))
 
     async def _on_chunk(self, event: Event) -> None:
         utterance = self._utterance or self._start()
@@ -180,17 +170,21 @@ class AsrHandler(DescribingHandler):
             )
         before = utterance.endpointer.speech_end_sample
         for mark in utterance.endpointer.feed(pcm):
-            self._on_mark(utterance, mark)
+            await self._on_mark(utterance, mark)
         if utterance.endpointer.speech_end_sample != before:
             utterance.last_speech_wall = time.monotonic()
 
-    def _on_mark(self, utterance: Utterance, mark: Mark) -> None:
-        if mark.event is EndpointEvent.PAUSED:
+    async def _on_mark(self, utterance: Utterance, mark: Mark) -> None:
+        if mark.event is EndpointEvent.SPEECH_STARTED:
+            if self.settings.endpointing:  # else the client's own VAD decides, and says nothing of ours
+                await self.sink.send(VoiceStarted(timestamp=mark.sample * 1000 // SAMPLE_RATE).event())
+        elif mark.event is EndpointEvent.PAUSED:
             self._discard_speculation()
             utterance.speculative = self._decode(utterance, mark.sample)
         elif mark.event is EndpointEvent.RESUMED:
             self._discard_speculation()
-        elif mark.event is EndpointEvent.ENDED and self.settings.endpointing:
+        elif mark.event is EndpointEvent.ENDED:
+            await self.sink.send(VoiceStopped(timestamp=mark.sample * 1000 // SAMPLE_RATE).event())
             self._answer(utterance, self._reusable(utterance, mark.sample))
 
     def _on_stop(self) -> None:
@@ -210,23 +204,15 @@ class AsrHandler(DescribingHandler):
 
     def _decode(self, utterance: Utterance, speech_end: int, whole: bool = False) -> Decode:
         end = utterance.samples if whole else min(utterance.samples, speech_end + TRAILING_PAD_SAMPLES)
-        # Whisper is surer of the first and last words with a little silence around them (a speculative decode
-        # starts only 60 ms after the speech), so pad with digital silence where the audio has none yet.
-        missing = max(0, speech_end + TRAILING_PAD_SAMPLES - end)
-        audio = np.concatenate(
-            (
-                np.zeros(LEADING_PAD_SAMPLES, np.float32),
-                pcm16_to_float(bytes(utterance.audio[: end * 2])),
-                np.zeros(missing, np.float32),
-            )
-        )
-        options = self.stt.options(language=utterance.language, hints=utterance.hints)
-        return Decode(self.stt, audio, options, speech_end)
+        options = self.stt.options(language=utterance.language, model=utterance.program, hints=utterance.hints)
+        decode = Decode(self.stt, padded(utterance.audio, end, speech_end), options, speech_end)
+        decode.start()
+        return decode
 
     def _reusable(self, utterance: Utterance, speech_end: int, whole: bool = False) -> Decode:
         """The speculative decode when no speech came after it, else a fresh one."""
         speculative, utterance.speculative = utterance.speculative, None
-        if speculative is not None and speculative.speech_end == speech_end and speculative.error is None:
+        if speculative is not None and speculative.end_sample == speech_end and speculative.error is None:
             return speculative
         if speculative is not None:
             speculative.cancel()
@@ -247,7 +233,9 @@ class AsrHandler(DescribingHandler):
 
     async def _send_transcript(self, utterance: Utterance, decode: Decode | None) -> None:
         heard = utterance.endpointer is not None and utterance.endpointer.had_speech
-        language = decode.language if decode else self.stt.options(utterance.language).language
+        language = (
+            decode.language if decode else normalise_language(utterance.language) or self.stt.default.languages[0]
+        )
         started = False
         texts: list[str] = []
         try:

@@ -55,10 +55,9 @@ def model_cards(ctx: HttpContext) -> list[ModelCard]:
     cards: list[ModelCard] = []
     created = ctx.created
     if ctx.engines.stt is not None:
-        local = ctx.engines.stt.model_name
-        cards += [
-            ModelCard(id=name, created=created, root=local) for name in dict.fromkeys((local, *OPENAI_STT_MODELS))
-        ]
+        stt = ctx.engines.stt
+        cards += [ModelCard(id=p.name, created=created, root=p.name) for p in stt.programs]
+        cards += [ModelCard(id=name, created=created, root="router") for name in OPENAI_STT_MODELS]
     if ctx.engines.tts is not None:
         tts = ctx.engines.tts
         default = tts.default_voice

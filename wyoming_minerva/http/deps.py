@@ -17,7 +17,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from ..runtime.manager import ModelManager
 from ..settings import HttpSettings, Settings
-from ..stt.whisper import SpeechToText
+from ..stt.service import SpeechToText
 from ..tts.piper import TextToSpeech
 from .errors import CLIENT_CLOSED, ApiError
 from .guard import Gate

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..settings import ConfigError
 
-# Clients hard-code these; each one means "the configured local model".
+# Clients hard-code these (SDK and pipecat defaults among them); each one means "route by language".
 OPENAI_STT_MODELS = (
     "whisper-1",
+    "gpt-transcribe",
     "gpt-4o-transcribe",
     "gpt-4o-mini-transcribe",
     "gpt-4o-mini-transcribe-2025-12-15",
+    "gpt-4o-transcribe-diarize",
 )
 OPENAI_TTS_MODELS = (
     "tts-1",
     "tts-1-hd",
+    "gpt-tts",
     "gpt-4o-mini-tts",
     "gpt-4o-mini-tts-2025-03-20",
     "gpt-4o-mini-tts-2025-12-15",
+)
+# Names that look like a local faster-whisper model: when none is installed under that name, 404 says so.
+_LOCAL_STT_NAME = re.compile(
+    r"^(tiny|base|small|medium|large|turbo|distil)([.-].*)?$|^[\w.-]+/[\w.-]+$|faster-whisper", re.IGNORECASE
 )
 LOCAL_TTS_MODEL = "piper"
 OPENAI_VOICES = (
@@ -82,9 +90,28 @@ def choose_voice(requested: str | None, voice_map: Iterable[tuple[str, str]]) ->
     return VoiceChoice(requested.strip())
 
 
-def is_stt_model(name: str, local_model: str) -> bool:
-    return name in OPENAI_STT_MODELS or name == local_model or name == "whisper"
+class UnknownSttModel(ValueError):
+    """A local-looking model name that no configured program has."""
+
+
+def stt_program_name(requested: str | None, programs: Iterable[str]) -> str | None:
+    """The program a request's `model` picks: a configured program by name; None (route by language) for OpenAI's
+    names and any other hosted-service name a client sends by default. A local-looking name that is not
+    configured (`small-int8`, `org/model`) raises UnknownSttModel: the user meant a model we do not have."""
+    if not requested or not requested.strip():
+        return None
+    name = requested.strip()
+    for program in programs:
+        if name.lower() == program.lower():
+            return program
+    if name in OPENAI_STT_MODELS or name.lower().startswith(("whisper", "gpt-")):
+        return None
+    if _LOCAL_STT_NAME.search(name):
+        raise UnknownSttModel(name)
+    return None
 
 
 def is_tts_model(name: str) -> bool:
-    return name in OPENAI_TTS_MODELS or name == LOCAL_TTS_MODEL
+    """Every TTS model name is served by the configured voices (the `voice` field picks one), so clients with
+    hard-coded names (`tts-1`, `gpt-tts`, `kokoro`, …) work; only empty names are refused."""
+    return bool(name.strip())

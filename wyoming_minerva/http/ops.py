@@ -10,7 +10,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from ..errors import ModelNotFoundError
-from ..stt.whisper import resolve_model
 from ..tts.voices import UnknownVoiceError
 from .deps import Ctx, HttpContext
 from .errors import busy_headers, envelope
@@ -38,17 +37,20 @@ async def health() -> Health:
 
 
 def _stt_check(ctx: HttpContext) -> Check:
+    """Every program: loaded, or found locally (a lookup, never a download or an assembly)."""
     stt = ctx.engines.stt
     assert stt is not None
-    if ctx.manager.is_loaded(stt.key):
-        return Check(ok=True, detail=f"{stt.model_name} loaded")
-    try:
-        path = resolve_model(stt.model_name, stt.data_dirs, local_files_only=True)  # a lookup, never a download
-    except ModelNotFoundError as err:
-        if stt.local_files_only:
+    details: list[str] = []
+    for program in stt.programs:
+        if stt.is_loaded(program):
+            details.append(f"{program.name} loaded")
+            continue
+        try:
+            stt.check_program(program)
+        except ModelNotFoundError as err:
             return Check(ok=False, detail=str(err))
-        return Check(ok=True, detail=f"{stt.model_name} will be downloaded on first use")
-    return Check(ok=True, detail=f"{stt.model_name} installed at {path}")
+        details.append(f"{program.name} available")
+    return Check(ok=True, detail="; ".join(details))
 
 
 def _tts_check(ctx: HttpContext) -> Check:

@@ -402,9 +402,9 @@ async def realtime(websocket: WebSocket, intent: str | None = None, model: str |
         return
     config = Config(model or "whisper-1")
     try:
-        session = ctx.hub.open(config.options(ctx.settings.silence_ms), peer=channel.peer)
+        session = ctx.hub.open(config.options(ctx.hub.silence_ms), peer=channel.peer)
     except SessionLimitError as err:
         await channel.close(CLOSE_TRY_AGAIN, err.code, error_event(err.code, str(err)))
         return
     _LOGGER.debug("Realtime %s: session %s", channel.peer, session.id)
-    await RealtimeConnection(channel, session, config, ctx.settings.silence_ms).serve()
+    await RealtimeConnection(channel, session, config, ctx.hub.silence_ms).serve()

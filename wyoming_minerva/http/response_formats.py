@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from ..stt.engine import Segment
 from ..stt.hallucinations import clean_transcript, is_hallucination
+from ..stt.languages import language_name
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 Granularity = Literal["word", "segment"]
@@ -58,7 +59,7 @@ def _compression_ratio(text: str) -> float:
 def as_verbose_json(t: Transcript, granularities: Sequence[Granularity] = ()) -> dict[str, Any]:
     body: dict[str, Any] = {
         "task": t.task,
-        "language": t.language,
+        "language": language_name(t.language),  # OpenAI writes the name: "english", "german"
         "duration": round(t.duration, 3),
         "text": t.text,
     }

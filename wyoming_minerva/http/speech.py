@@ -143,17 +143,17 @@ class _Progress:
 
 
 def _model_voice(model: str, choice: VoiceChoice, tts: TextToSpeech) -> VoiceChoice:
-    """An OpenAI/piper model keeps the voice; a local voice name as the model is the voice when `voice` is not."""
-    if is_tts_model(model):
+    """A local voice name as the model is the voice when `voice` is not; any other model name (tts-1, gpt-tts,
+    kokoro, …) speaks with the requested or default voice."""
+    if not is_tts_model(model):
+        raise ApiError(400, "model must not be empty", "invalid_value", "model")
+    if choice.voice is not None:
         return choice
     try:
         tts.choose(model)
-    except UnknownVoiceError as err:
-        names = ", ".join(OPENAI_TTS_MODELS)
-        raise ApiError(
-            404, f"unknown model {model!r}; use {names}, piper, or a voice name", "model_not_found", "model"
-        ) from err
-    return choice if choice.voice is not None else VoiceChoice(model)
+    except (UnknownVoiceError, MinervaError):
+        return choice
+    return VoiceChoice(model)
 
 
 def _length_scale(speed: float, ctx: HttpContext) -> float | None:

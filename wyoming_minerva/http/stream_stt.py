@@ -154,7 +154,7 @@ class StreamConnection:
                 "channels": fmt.channels,
                 "vad": options.vad,
                 "interim": options.interim and self.settings.interim_ms > 0,
-                "silence_ms": options.silence_ms or self.settings.silence_ms,
+                "silence_ms": options.silence_ms or self.hub.silence_ms,
                 "max_frame_bytes": self.settings.max_frame_bytes,
                 "max_utterance_seconds": self.settings.max_utterance_seconds,
             }

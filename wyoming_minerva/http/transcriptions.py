@@ -13,12 +13,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from ..errors import BadRequestError, MinervaError
 from ..stt.engine import Segment, TranscriptionInfo, TranscriptionOptions
-from ..stt.whisper import SpeechToText
-from . import response_formats as transcripts
+from ..stt.service import SpeechToText
+from . import response_formats
 from .codecs import DecodedAudio, decode_upload
 from .deps import Ctx, HttpContext, cancel_on_disconnect
 from .errors import ERROR_RESPONSES, ApiError, ErrorEnvelope, from_minerva
-from .names import OPENAI_STT_MODELS, is_stt_model
+from .names import OPENAI_STT_MODELS, UnknownSttModel, stt_program_name
 from .response_formats import Granularity, ResponseFormat, Transcript
 from .streaming import SSE_HEADERS, SSE_MEDIA_TYPE, aclose, sse, sse_error
 
@@ -98,7 +98,7 @@ async def create_transcription(
     ] = False,
 ) -> Response:
     stt = ctx.stt()
-    _check_model(model, stt)
+    program = _program(model, stt)
     granularities = tuple(dict.fromkeys(timestamp_granularities or ()))
     if granularities and response_format != "verbose_json":
         raise ApiError(
@@ -111,6 +111,7 @@ async def create_transcription(
         raise ApiError(400, "stream=true works with response_format json or text", "invalid_value", "stream")
     options = stt.options(
         language=_language(language),
+        model=program,
         prompt=prompt,
         temperature=temperature or None,
         timestamps=response_format in ("srt", "vtt", "verbose_json"),
@@ -140,33 +141,32 @@ async def create_translation(
     temperature: TemperatureField = None,
 ) -> Response:
     stt = ctx.stt()
-    _check_model(model, stt)
-    described = stt.describe()
-    if not described.is_multilingual:
-        raise ApiError(
-            400,
-            f"the model {described.name} is English-only and cannot translate; run a multilingual model "
-            "(e.g. --stt-model base-int8) for translations",
-            "translation_unsupported",
-            "model",
-        )
+    program = _program(model, stt)
     options = stt.options(
+        model=program,
         prompt=prompt,
         task="translate",
         temperature=temperature or None,
         timestamps=response_format in ("srt", "vtt", "verbose_json"),
     )
+    try:
+        stt.plan(options)
+    except BadRequestError as err:
+        raise ApiError(400, str(err), "translation_unsupported", "model") from err
     data = await file.read()
     result = await cancel_on_disconnect(request, _transcribe(ctx, data, options))
     return _respond(result, response_format, ())
 
 
-def _check_model(model: str, stt: SpeechToText) -> None:
-    if not is_stt_model(model, stt.model_name):
-        names = ", ".join((*OPENAI_STT_MODELS, stt.model_name))
+def _program(model: str, stt: SpeechToText) -> str | None:
+    """The program `model` names (None: route by language); 404 for a local-looking name not installed."""
+    try:
+        return stt_program_name(model, [p.name for p in stt.programs])
+    except UnknownSttModel as err:
+        names = ", ".join((*(p.name for p in stt.programs), *OPENAI_STT_MODELS))
         raise ApiError(
-            404, f"unknown model {model!r}; this server transcribes with: {names}", "model_not_found", "model"
-        )
+            404, f"model {model!r} is not installed; this server transcribes with: {names}", "model_not_found", "model"
+        ) from err
 
 
 def _language(language: str | None) -> str | None:
@@ -198,7 +198,7 @@ async def _transcribe(ctx: HttpContext, data: bytes, options: TranscriptionOptio
             language, duration = item.language, item.duration
         else:
             segments.append(item)
-    result = transcripts.build(segments, language, duration, audio.heard_speech, options.task, options.temperature)
+    result = response_formats.build(segments, language, duration, audio.heard_speech, options.task, options.temperature)
     _LOGGER.info(
         "HTTP %s: %.2f s audio, file decode %.0f ms, model %.0f ms, %d chars",
         options.task,
@@ -213,13 +213,13 @@ async def _transcribe(ctx: HttpContext, data: bytes, options: TranscriptionOptio
 def _respond(result: Transcript, response_format: str, granularities: tuple[Granularity, ...]) -> Response:
     media_type = MEDIA_TYPES[response_format]
     if response_format == "json":
-        return JSONResponse(transcripts.as_json(result))
+        return JSONResponse(response_formats.as_json(result))
     if response_format == "verbose_json":
-        return JSONResponse(transcripts.as_verbose_json(result, granularities))
+        return JSONResponse(response_formats.as_verbose_json(result, granularities))
     if response_format == "srt":
-        return PlainTextResponse(transcripts.as_srt(result), media_type=media_type)
+        return PlainTextResponse(response_formats.as_srt(result), media_type=media_type)
     if response_format == "vtt":
-        return PlainTextResponse(transcripts.as_vtt(result), media_type=media_type)
+        return PlainTextResponse(response_formats.as_vtt(result), media_type=media_type)
     return PlainTextResponse(result.text + "\n", media_type=media_type)
 
 
@@ -252,11 +252,11 @@ async def _events(
             if not isinstance(item, Segment):
                 continue
             segments.append(item)
-            for kept in transcripts.kept_segments([item], audio.heard_speech):
+            for kept in response_formats.kept_segments([item], audio.heard_speech):
                 delta = kept.text if sent else kept.text.lstrip()
                 sent = True
                 yield sse({"type": "transcript.text.delta", "delta": delta})
-        result = transcripts.build(segments, info.language, info.duration, audio.heard_speech)
+        result = response_formats.build(segments, info.language, info.duration, audio.heard_speech)
         yield sse({"type": "transcript.text.done", "text": result.text})
     except MinervaError as err:
         yield sse_error(err)

@@ -36,6 +36,24 @@ class EndpointEvent(Enum):
     ENDED = "ended"  # long enough silence after enough speech: the utterance is over
 
 
+NO_END_MS = 10**9  # silence never ends an utterance: the client ends it (audio-stop, a commit)
+
+# Wyoming 1.10 `transcribe.vad_sensitivity` → the silence that ends an utterance. Home Assistant's own VAD waits
+# 1.25 / 0.7 / 0.25 s; ours answers sooner by default (speculative decoding hides the decode), so "default" is the
+# server's --endpoint-silence-ms and the other two bracket it.
+RELAXED_SILENCE_MS = 1000
+AGGRESSIVE_SILENCE_MS = 250
+
+
+def silence_for_sensitivity(sensitivity: object, default_ms: int) -> int:
+    """`relaxed` waits longer (people who pause mid-sentence), `aggressive` answers sooner; anything else: default."""
+    if sensitivity == "relaxed":
+        return max(default_ms, RELAXED_SILENCE_MS)
+    if sensitivity == "aggressive":
+        return min(default_ms, AGGRESSIVE_SILENCE_MS)
+    return default_ms
+
+
 @dataclass(frozen=True)
 class EndpointConfig:
     start_ms: int = 90  # speech in a row before we believe it

@@ -16,6 +16,7 @@ from ..runtime.manager import CancelToken
 @dataclass(frozen=True)
 class TranscriptionOptions:
     language: str | None = None  # None = detect
+    model: str | None = None  # a program's name; None = route by language (stt/programs.py)
     task: str = "transcribe"  # or "translate"
     beam_size: int = 1
     initial_prompt: str | None = None
@@ -63,4 +64,24 @@ class Transcriber(Protocol):
         self, audio: np.ndarray, options: TranscriptionOptions, cancel: CancelToken | None = None
     ) -> tuple[TranscriptionInfo, Iterator[Segment]]:
         """Blocking; `audio` is float32 mono 16 kHz. Segments are decoded lazily as they are iterated."""
+        ...
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        """Blocking: the most likely language of `audio` and its probability (multilingual engines)."""
+        ...
+
+
+class TranscriberFactory(Protocol):
+    """One engine family (faster-whisper, an upstream, a test fake): knows its models, loads them."""
+
+    def languages(self, model: str) -> tuple[str, ...]:
+        """The languages of `model` without loading it (for `describe`, answered instantly)."""
+        ...
+
+    def check(self, model: str) -> None:
+        """Raise ModelNotFoundError now when `model` cannot be found or fetched (a start-up check, no loading)."""
+        ...
+
+    def load(self, model: str) -> Transcriber:
+        """Blocking: the loaded engine (called once, through the ModelManager)."""
         ...

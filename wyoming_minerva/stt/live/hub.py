@@ -29,10 +29,20 @@ import numpy as np
 from ...audio import AudioConverter
 from ...errors import MinervaError, QueueFullError
 from ...settings import RealtimeSettings
-from ..endpointing import FRAME_BYTES, FRAME_SAMPLES, EndpointConfig, Endpointer, EndpointEvent, Mark, WebRtcVad
+from ..decode import RATE, TRAILING_PAD_SAMPLES, Decode
+from ..endpointing import (
+    FRAME_BYTES,
+    FRAME_SAMPLES,
+    NO_END_MS,
+    EndpointConfig,
+    Endpointer,
+    EndpointEvent,
+    Mark,
+    WebRtcVad,
+)
 from ..engine import TranscriptionOptions
-from ..whisper import SpeechToText
-from .parts import RATE, TRAILING_PAD_SAMPLES, Decode, Outbox, PendingFinal, Utterance, ms, padded, samples_of
+from ..service import SpeechToText
+from .parts import Outbox, PendingFinal, Utterance, ms, padded_utterance, samples_of
 from .scheduler import POLL_SECONDS, FinalJob, LiveScheduler
 from .types import (
     BufferOverflowError,
@@ -57,7 +67,6 @@ MIN_COMMIT_SAMPLES = RATE // 10  # a commit needs 100 ms of audio (as OpenAI's d
 PRE_SPEECH_KEEP_SAMPLES = RATE // 5  # kept beyond the prefix while waiting for speech to start
 OUTBOX_LIMIT = 512  # events a client may leave unread (interims excluded: they replace each other)
 FINAL_RETRY_SECONDS = 10.0  # a final the manager refuses (its queue filled by others) is retried this long
-NO_END_MS = 10**9  # manual commit mode: silence never ends an utterance
 
 
 class LiveSession:
@@ -94,10 +103,10 @@ class LiveSession:
         return self.hub.stt.options(language=options.language, prompt=options.prompt)
 
     def _endpointer(self) -> Endpointer:
-        silence = self.options.silence_ms or self._settings.silence_ms
+        silence = self.options.silence_ms or self.hub.silence_ms
         aggressiveness = self.options.vad_aggressiveness
         if aggressiveness is None:
-            aggressiveness = self._settings.vad_aggressiveness
+            aggressiveness = self.hub.stt.settings.vad_aggressiveness
         config = EndpointConfig(end_ms=silence if self.options.vad else NO_END_MS)
         if self._vad is None or self._vad_level != aggressiveness:
             # One VAD per session: webrtcvad adapts to the noise floor, and a fresh one takes noise for speech.
@@ -201,7 +210,7 @@ class LiveSession:
             self._emit(SpeechStarted(utt.number, ms(utt.origin)))
             return True
         silence = ms(endpointer.samples - endpointer.speech_end_sample)
-        if utt.vad and silence >= (self.options.silence_ms or self._settings.silence_ms):
+        if utt.vad and silence >= (self.options.silence_ms or self.hub.silence_ms):
             self._utt = Utterance(utt.number, self._samples, self._endpointer(), utt.vad)
         return False
 
@@ -265,7 +274,7 @@ class LiveSession:
             utt.decode.cancel()  # an interim that misses the last words: the speculative decode replaces it
         # A speculative decode may become the final, so it is gated like one; interims are not (cheaper, quieter).
         options = self._final_options if utt.paused else self._stt_options
-        decode = Decode(self.hub.stt, padded(utt, utt.samples), options, utt.samples)
+        decode = Decode(self.hub.stt, padded_utterance(utt, utt.samples), options, utt.samples)
         utt.decode = decode
         task = decode.start()
         self.hub.scheduler.track(task)
@@ -343,7 +352,7 @@ class LiveSession:
         else:
             if decode is not None:
                 decode.cancel()  # stale: free its worker for the final
-            self._submit(pending, padded(utt, end))
+            self._submit(pending, padded_utterance(utt, end))
         self._unpublished.add(pending)
         self._pending.put_nowait(pending)
 
@@ -351,7 +360,7 @@ class LiveSession:
         if self.closed:
             return
         if decode.error is not None:  # e.g. refused by a full queue: decode again as a real final
-            self._submit(pending, padded(utt, end))
+            self._submit(pending, padded_utterance(utt, end))
             return
         pending.resolve(self._final(pending, decode, reused=True))
 
@@ -489,6 +498,12 @@ class LiveHub:
         self.stats = LiveStats()
         self.scheduler = LiveScheduler(stt.manager, settings.queue_size, OverflowPolicy(settings.overflow), self.stats)
         self._sessions: set[LiveSession] = set()
+
+    @property
+    def silence_ms(self) -> int:
+        """The one endpoint silence (--endpoint-silence-ms) the Wyoming handler uses too; a client may ask for
+        another per session."""
+        return self.stt.settings.endpoint_silence_ms
 
     def open(self, options: SessionOptions, peer: str = "") -> LiveSession:
         """A new session; SessionLimitError when --realtime-max-sessions are open."""

@@ -1,79 +1,22 @@
-"""The pieces a live session is made of: one Whisper run (Decode), an utterance's state, a result to come, the
-outbox of events; plus the sample arithmetic they share. Used by live.py only."""
+"""The pieces a live session is made of: an utterance's state, a result to come, the outbox of events, and the
+sample arithmetic they share (the decode itself is stt/decode.py, shared with the Wyoming handler)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 
 import numpy as np
 
-from ...audio import pcm16_to_float
+from ..decode import RATE, Decode, padded
 from ..endpointing import Endpointer
-from ..engine import TranscriptionInfo, TranscriptionOptions
-from ..hallucinations import clean_transcript
-from ..whisper import SpeechToText
 from .scheduler import FinalJob
 from .types import Failed, Final, Interim, LiveEvent
-
-RATE = 16000
-TRAILING_PAD_SAMPLES = RATE * 3 // 10  # a final keeps 300 ms after the last speech frame
-LEADING_PAD_SAMPLES = RATE // 10  # silence put before every decode's audio
 
 
 def ms(samples: int) -> int:
     return samples * 1000 // RATE
-
-
-class Decode:
-    """One Whisper run over an utterance's audio (everything up to `end_sample`), on the shared executor."""
-
-    def __init__(self, stt: SpeechToText, audio: np.ndarray, options: TranscriptionOptions, end_sample: int) -> None:
-        self.stt = stt
-        self.end_sample = end_sample
-        self.audio_seconds = len(audio) / RATE
-        self.language = options.language
-        self.error: BaseException | None = None
-        self.decode_ms = 0.0
-        self.finished = False
-        self.gated = options.skip_silence  # Silero (inside faster-whisper) drops non-speech: fit for a final
-        self.task: asyncio.Task[None] | None = None
-        self._audio: np.ndarray | None = audio
-        self._options = options
-        self._texts: list[str] = []
-
-    @property
-    def text(self) -> str:
-        return clean_transcript("".join(self._texts), heard_speech=True)
-
-    def start(self) -> asyncio.Task[None]:
-        self.task = asyncio.create_task(self.run(), name="live-decode")
-        return self.task
-
-    async def run(self) -> None:
-        started = time.perf_counter()
-        audio, self._audio = self._audio, None
-        try:
-            assert audio is not None, "a Decode runs once"
-            async for item in self.stt.stream(audio, self._options):
-                if isinstance(item, TranscriptionInfo):
-                    self.language = item.language
-                else:
-                    self._texts.append(item.text)
-        except Exception as err:
-            self.error = err
-        except asyncio.CancelledError as err:
-            self.error = err
-            raise
-        finally:
-            self.decode_ms = (time.perf_counter() - started) * 1000
-            self.finished = True
-
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
 
 
 class Utterance:
@@ -170,10 +113,6 @@ def samples_of(ms: int) -> int:
     return ms * RATE // 1000
 
 
-def padded(utt: Utterance, end: int) -> np.ndarray:
-    """The utterance's audio up to `end` with digital silence around it: 100 ms before, and after it as much
-    as the 300 ms past the last speech that the audio does not have yet (a speculative decode starts 60 ms
-    after the speech). Whisper is surer of the first and last words with that silence (as in handlers/asr.py)."""
-    missing = max(0, utt.speech_end + TRAILING_PAD_SAMPLES - end) if utt.started else 0
-    audio = pcm16_to_float(bytes(utt.audio[: end * 2]))
-    return np.concatenate((np.zeros(LEADING_PAD_SAMPLES, np.float32), audio, np.zeros(missing, np.float32)))
+def padded_utterance(utt: Utterance, end: int) -> np.ndarray:
+    """The utterance's audio up to `end`, padded as every decode is (stt/decode.py)."""
+    return padded(utt.audio, end, utt.speech_end if utt.started else None)
