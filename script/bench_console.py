@@ -194,7 +194,8 @@ async def in_process_page(loads: int) -> None:
 
     class Engines:
         def __init__(self, **engines: Any) -> None:
-            self.stt, self.tts, self.wake, self.extras = None, engines["tts"], engines["wake"], {}
+            self.stt, self.tts, self.wake = None, engines["tts"], engines["wake"]
+            self.extras: dict[str, object] = {}
 
     manager = ModelManager(workers=2, queue_size=8)
     tts = TextToSpeech(TtsSettings(), manager, (), local_files_only=True)

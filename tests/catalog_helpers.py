@@ -244,7 +244,7 @@ class FakeSynth:
 
     def synthesize(self, text: str, options: Any) -> bytes:
         t = np.arange(int(0.05 * len(text) * self.info.sample_rate)) / self.info.sample_rate
-        return (np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes()
+        return bytes((np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes())
 
 
 def fake_voice_loader(files: Any) -> FakeSynth:

@@ -319,7 +319,7 @@ async def test_a_voice_in_use_is_not_removed_and_an_idle_one_is(tmp_path: Path) 
             refused = await api.client.delete(f"/v1/catalog/voice:{VOICE}")
             assert refused.status_code == 409 and refused.json()["error"]["code"] == "model_in_use"
             assert (api.data / f"{VOICE}.onnx").is_file()
-            await speaking.aclose()
+            await speaking.aclose()  # type: ignore[attr-defined]  # an async generator
             removed = await api.client.delete(f"/v1/catalog/voice:{VOICE}")
             assert removed.status_code == 200 and removed.json() == {
                 "id": f"voice:{VOICE}",

@@ -147,7 +147,7 @@ async def test_a_slow_watcher_of_a_job_misses_figures_but_no_phase_and_sees_the_
     job.total = 100
     feed = job.updates()
     first = await anext(feed)
-    assert first["phase"] == "resolving" and first["percent"] == 0.0
+    assert first is not None and first["phase"] == "resolving" and first["percent"] == 0.0
     job.set_phase(Phase.DOWNLOADING)
     for _ in range(10):
         job.add_progress(10, 10)
@@ -156,7 +156,8 @@ async def test_a_slow_watcher_of_a_job_misses_figures_but_no_phase_and_sees_the_
     job.finish(JobState.DONE)
     rest = [snapshot async for snapshot in feed]
     assert [s["phase"] for s in rest if s] == ["downloading", "verifying", "installing", "finished"]
-    assert rest[-1]["state"] == "done" and rest[-1]["percent"] == 100.0 and rest[-1]["bytes"] == 100
+    last = rest[-1]
+    assert last is not None and last["state"] == "done" and last["percent"] == 100.0 and last["bytes"] == 100
 
 
 async def test_a_quiet_job_feed_sends_keepalives() -> None:
