@@ -95,11 +95,15 @@ async def test_an_unknown_voice_is_a_rejection_not_an_outage(upstream_minerva: R
 class Scripted:
     """A fake Wyoming handler: answers every request event with `answer(sink)`."""
 
-    def __init__(self, sink: EventSink, answer: Callable[[EventSink], Awaitable[bool]]) -> None:
+    def __init__(
+        self, sink: EventSink, answer: Callable[[EventSink], Awaitable[bool]], seen: list[Event] | None = None
+    ) -> None:
         self.sink = sink
         self.answer = answer
+        self.seen = seen if seen is not None else []
 
     async def handle_event(self, event: Event) -> bool:
+        self.seen.append(event)
         if event.type in ("audio-stop", "synthesize"):
             return await self.answer(self.sink)
         return True
@@ -127,10 +131,15 @@ async def one_chunk_then_close(sink: EventSink) -> bool:
     [("queue_full", UpstreamUnavailable), ("internal_error", UpstreamUnavailable), ("bad_request", UpstreamRejected)],
 )
 async def test_error_events_become_upstream_errors(code: str, error_class: type[Exception]) -> None:
-    async with wyoming_server("asr", lambda sink: Scripted(sink, error(code))) as server:
+    seen: list[Event] = []
+    async with wyoming_server("asr", lambda sink: Scripted(sink, error(code), seen)) as server:
         upstream = WyomingUpstream(parse_upstream_url(f"tcp://127.0.0.1:{server.port}"), FAST)
+        options = TranscriptionOptions(language="de", hotwords="Minerva, Küche")
         with pytest.raises(error_class, match=f"answered error {code}: fake {code}"):
-            await upstream.transcribe(np.zeros(1600, np.float32), TranscriptionOptions())
+            await upstream.transcribe(np.zeros(24000, np.float32), options)
+        assert [e.type for e in seen] == ["transcribe", "audio-start", "audio-chunk", "audio-chunk", "audio-stop"]
+        assert seen[0].data == {"language": "de", "transcript_terms": ["Minerva", "Küche"]}
+        assert sum(len(e.payload or b"") for e in seen) == 48000
         with pytest.raises(error_class):
             async for _ in upstream.synthesize("Hello."):
                 pass

@@ -1,8 +1,8 @@
 """A client for a Wyoming speech server (another minerva, wyoming-faster-whisper, wyoming-piper…).
 
 It speaks Home Assistant's sequences, one connection per request, as those servers expect:
-- ASR: `transcribe {language}`, `audio-start {16000, 2, 1}`, chunks, `audio-stop`; read until `transcript`
-  (transcript-start/-chunk/-stop are skipped);
+- ASR: `transcribe {language, transcript_terms}`, `audio-start {16000, 2, 1}`, chunks, `audio-stop`; read until
+  `transcript` (transcript-start/-chunk/-stop are skipped; the hotwords go as Wyoming 1.10's vocabulary terms);
 - TTS: `synthesize {text, voice {name, speaker}}`, then `audio-start`, chunks, `audio-stop`; chunks are yielded
   as they arrive, each with its format;
 - `describe` → `info` for the health probe.
@@ -149,7 +149,8 @@ class WyomingUpstream:
         duration = len(audio) / SAMPLE_RATE
         pcm = float_to_pcm16(audio)
         async with self._connect(self.timeout) as conn:
-            await conn.send(Transcribe(language=options.language).event())
+            terms = [term.strip() for term in (options.hotwords or "").split(",") if term.strip()]
+            await conn.send(Transcribe(language=options.language, transcript_terms=terms or None).event())
             await conn.send(AudioStart(rate=SAMPLE_RATE, width=2, channels=1).event())
             for offset in range(0, len(pcm), CHUNK_BYTES):
                 chunk = AudioChunk(rate=SAMPLE_RATE, width=2, channels=1, audio=pcm[offset : offset + CHUNK_BYTES])
