@@ -123,8 +123,8 @@ def test_default_options_give_the_cli_defaults(config: dict[str, Any], tmp_path:
 
 
 def test_model_and_language_choices_are_ones_the_engine_knows(config: dict[str, Any]) -> None:
-    for model in schema_choices(config, "stt_model"):
-        if model != "custom":
+    for choice in schema_choices(config, "stt_model"):
+        for model in choice.split("+") if choice != "custom" else ():
             assert repo_id_for(model)  # raises ModelNotFoundError for an unknown name
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 

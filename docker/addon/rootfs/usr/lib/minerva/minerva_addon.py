@@ -66,12 +66,13 @@ def build_flags(options: Mapping[str, Any], share: Path = SHARE) -> list[str]:
     if (share / "openwakeword").is_dir():
         flags += ["--custom-model-dir", str(share / "openwakeword")]
 
-    model = str(options.get("stt_model") or "tiny.en")
+    model = str(options.get("stt_model") or "tiny.en+base")
     if model == "custom":
         model = str(options.get("custom_stt_model") or "").strip()
         if not model:
             raise AddonError("stt_model is 'custom' but custom_stt_model is empty")
-    flags += ["--stt-model", model]
+    for program in model.split("+"):  # "tiny.en+base": fast English plus the multilingual model, both bundled
+        flags += ["--stt-model", program]
     flags += ["--stt-language", str(options.get("stt_language") or "auto")]
     flags += ["--stt-beam-size", _int(options.get("stt_beam_size", 1))]
     if prompt := str(options.get("stt_initial_prompt") or "").strip():
