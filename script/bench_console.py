@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -130,12 +131,18 @@ async def throughput(size_mib: int, rounds: int) -> None:
         plain, install = [], []
         with tempfile.TemporaryDirectory(prefix="minerva-bench-") as tmp:
             for i in range(rounds):
-                plain.append(size_mib * 1024 * 1024 / await plain_download(model_url, Path(tmp) / "plain.bin"))
                 data = Path(tmp) / f"data{i}"
                 data.mkdir()
-                install.append(total / await install_once(server.index_url, data))
+                for side in ("plain", "install") if i % 2 == 0 else ("install", "plain"):  # neither always first
+                    if side == "plain":
+                        target = Path(tmp) / "plain.bin"
+                        plain.append(size_mib * 1024 * 1024 / await plain_download(model_url, target))
+                        target.unlink()
+                    else:
+                        install.append(total / await install_once(server.index_url, data))
                 got = hashlib.md5((data / f"{VOICE}.onnx").read_bytes()).hexdigest()
                 assert got == files[model_path]["md5_digest"]
+                shutil.rmtree(data)
             curl = curl_rate(model_url, Path(tmp) / "curl.bin")
     finally:
         server.stop()
@@ -273,7 +280,7 @@ async def wait_http(base: str, timeout: float = 60.0) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=128, help="size of the voice model installed (MiB)")
-    parser.add_argument("--rounds", type=int, default=3, help="plain downloads and installs each")
+    parser.add_argument("--rounds", type=int, default=4, help="plain downloads and installs each")
     parser.add_argument("--loads", type=int, default=5, help="fresh page loads timed in Chromium")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

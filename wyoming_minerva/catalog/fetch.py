@@ -3,7 +3,7 @@
 A download streams into `<name>.part`; when the connection is cut it asks again with `Range: bytes=N-` (up to
 `retries` times), so only the missing bytes travel again. The md5/sha256 of the catalog is computed as the bytes
 arrive (a resumed part is hashed from disk first) and checked with the size at the end. Disk writes and hashing
-run on a worker thread, one chunk behind the network, so neither waits for the other nor blocks the event loop.
+run on a writer thread a few chunks behind the network, so neither waits for the other nor blocks the event loop.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import re
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +28,7 @@ from .errors import DownloadError, HashMismatchError, IntegrityError, RemoteStat
 _LOGGER = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
+WRITES_AHEAD = 4  # chunks handed to the writer thread and not yet written (memory: 4 MiB per download)
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-\d+/(\d+|\*)$")
 
 ProgressCallback = Callable[[int, int], None]  # (bytes of this file on disk, bytes newly fetched)
@@ -181,19 +184,22 @@ async def _transfer(
         encoded = response.headers.get("content-encoding", "identity") not in ("", "identity")
         chunks = response.aiter_bytes(CHUNK_BYTES) if encoded else response.aiter_raw(CHUNK_BYTES)
         written = part.size
-        pending: asyncio.Future[None] | None = None
+        # One writer thread per file keeps the chunks in order; a few may wait for it, so a thread scheduled
+        # late on a busy machine does not stall the network side.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-write")
+        pending: deque[asyncio.Future[None]] = deque()
         try:
             async for chunk in chunks:
                 written += len(chunk)
                 if written > (remote.size if remote.size is not None else max_bytes):
                     raise IntegrityError(f"{remote.name} is larger than {remote.size or max_bytes} bytes")
-                if pending is not None:
-                    await pending
-                pending = loop.run_in_executor(None, part.write, chunk)
+                pending.append(loop.run_in_executor(writer, part.write, chunk))
+                if len(pending) > WRITES_AHEAD:
+                    await pending.popleft()
                 progress(written, len(chunk))
-            if pending is not None:
-                await pending
-                pending = None
+            while pending:
+                await pending.popleft()
         finally:
-            if pending is not None:  # an error or a cancel: the last write must end before the file closes
-                await asyncio.wait([pending])
+            if pending:  # an error or a cancel: the writes end before the file closes
+                await asyncio.wait(pending)
+            writer.shutdown(wait=False)
