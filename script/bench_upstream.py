@@ -47,9 +47,8 @@ from wyoming_minerva.upstream import (
     parse_upstream_url,
     run_with_failover,
     stream_with_failover,
-    stt_client,
-    tts_client,
 )
+from wyoming_minerva.upstream.pools import stt_client, tts_client
 
 TTS_TEXT = "Sure, I turned on the kitchen lights. The living room is already at twenty degrees."
 TRANSCRIPT = {"task": "transcribe", "language": "en", "duration": 3.5, "text": " Turn on the living room lights."}

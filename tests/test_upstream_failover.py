@@ -25,18 +25,19 @@ from wyoming_minerva.audio import AudioFormat, convert_pcm
 from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.stt.engine import Segment, TranscriptionInfo, TranscriptionOptions
 from wyoming_minerva.upstream import (
-    OpenAIUpstream,
     ServiceUnavailableError,
     TranscribingUpstream,
     UpstreamPool,
     UpstreamRejected,
     UpstreamUnavailable,
-    WyomingUpstream,
     parse_upstream_url,
     run_with_failover,
     stream_with_failover,
 )
 from wyoming_minerva.upstream.health import LOCAL, Outcome, State
+from wyoming_minerva.upstream.openai import OpenAIUpstream
+from wyoming_minerva.upstream.pools import stt_client
+from wyoming_minerva.upstream.wyoming import WyomingUpstream
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -355,8 +356,6 @@ async def local_stt() -> AsyncIterator[object]:
 
 
 def pool_for(upstream: Upstream) -> UpstreamPool[TranscribingUpstream]:
-    from wyoming_minerva.upstream import stt_client
-
     clients = [stt_client(parse_upstream_url(url), REAL) for url in upstream.urls()]
     return UpstreamPool("stt", clients, REAL)
 

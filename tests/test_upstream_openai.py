@@ -18,12 +18,12 @@ from wyoming_minerva.audio import AudioFormat, convert_pcm
 from wyoming_minerva.stt.engine import TranscriptionOptions
 from wyoming_minerva.tts.piper import PiperSynthesizer
 from wyoming_minerva.upstream import (
-    OpenAIUpstream,
     UpstreamRejected,
     UpstreamSettings,
     UpstreamUnavailable,
     parse_upstream_url,
 )
+from wyoming_minerva.upstream.openai import OpenAIUpstream
 
 pytestmark = pytest.mark.timeout(120)
 

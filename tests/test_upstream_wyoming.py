@@ -23,9 +23,9 @@ from wyoming_minerva.upstream import (
     UpstreamRejected,
     UpstreamSettings,
     UpstreamUnavailable,
-    WyomingUpstream,
     parse_upstream_url,
 )
+from wyoming_minerva.upstream.wyoming import WyomingUpstream
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,48 +1,27 @@
 """Upstream speech servers: other minervas, OpenAI-compatible APIs, Wyoming servers — with health and failover.
 
-urls.py parses operator URLs (keys never shown); openai.py and wyoming.py are the two clients (same Protocols,
-config.py); health.py probes them and keeps the rotation; failover.py runs one request across them and the local
-engine; metrics.py exports the counters. `build_pools` makes the pools from the settings.
+urls.py parses operator URLs (keys never shown); config.py holds the settings and the client Protocols;
+openai.py and wyoming.py are the two clients; health.py probes them and keeps the rotation; failover.py runs one
+request across them and the local engine; metrics.py exports the counters; pools.py builds it all from settings.
+
+This package root imports only the light modules (no client, no transport), so settings.py can import
+UpstreamSettings from here without an import cycle; import the clients from .pools, .openai and .wyoming.
 """
 
 from __future__ import annotations
 
 from .config import SpeakingUpstream, TranscribingUpstream, UpstreamSettings
-from .errors import ServiceUnavailableError, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from .errors import ServiceUnavailableError, UpstreamConfigError, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from .failover import run_with_failover, stream_with_failover
 from .health import BackendSnapshot, UpstreamPool
-from .openai import OpenAIUpstream
 from .urls import UpstreamKind, UpstreamUrl, parse_upstream_url
-from .wyoming import WyomingUpstream
-
-
-def stt_client(url: UpstreamUrl, settings: UpstreamSettings) -> TranscribingUpstream:
-    if url.kind is UpstreamKind.OPENAI:
-        return OpenAIUpstream(url, settings)
-    return WyomingUpstream(url, settings, expect="asr")
-
-
-def tts_client(url: UpstreamUrl, settings: UpstreamSettings) -> SpeakingUpstream:
-    if url.kind is UpstreamKind.OPENAI:
-        return OpenAIUpstream(url, settings)
-    return WyomingUpstream(url, settings, expect="tts")
-
-
-def build_pools(
-    settings: UpstreamSettings,
-) -> tuple[UpstreamPool[TranscribingUpstream] | None, UpstreamPool[SpeakingUpstream] | None]:
-    """One pool per service that has upstreams (None otherwise); call `start()` in the loop, `close()` at the end."""
-    stt = UpstreamPool("stt", [stt_client(u, settings) for u in settings.stt], settings) if settings.stt else None
-    tts = UpstreamPool("tts", [tts_client(u, settings) for u in settings.tts], settings) if settings.tts else None
-    return stt, tts
-
 
 __all__ = [
     "BackendSnapshot",
-    "OpenAIUpstream",
     "ServiceUnavailableError",
     "SpeakingUpstream",
     "TranscribingUpstream",
+    "UpstreamConfigError",
     "UpstreamError",
     "UpstreamKind",
     "UpstreamPool",
@@ -50,11 +29,7 @@ __all__ = [
     "UpstreamSettings",
     "UpstreamUnavailable",
     "UpstreamUrl",
-    "WyomingUpstream",
-    "build_pools",
     "parse_upstream_url",
     "run_with_failover",
     "stream_with_failover",
-    "stt_client",
-    "tts_client",
 ]
