@@ -103,7 +103,9 @@ async def plain_download(url: str, target: Path) -> float:
 
 
 async def install_once(index_url: str, data: Path) -> float:
-    from wyoming_minerva.catalog import CatalogService, CatalogSettings, JobState, Kind
+    from wyoming_minerva.catalog import CatalogSettings, Kind
+    from wyoming_minerva.catalog.jobs import JobState
+    from wyoming_minerva.catalog.service import CatalogService
 
     service = CatalogService(CatalogSettings(voices_url=index_url), (data,), False, NoUsage())
     try:

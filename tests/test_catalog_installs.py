@@ -29,10 +29,11 @@ from catalog_helpers import (
 )
 from fastapi import Depends
 
-from wyoming_minerva.catalog import CatalogChange, CatalogService, CatalogSettings, Kind
+from wyoming_minerva.catalog import CatalogSettings, Kind
 from wyoming_minerva.catalog.entries import RemoteFile
 from wyoming_minerva.catalog.errors import IntegrityError
 from wyoming_minerva.catalog.fetch import download
+from wyoming_minerva.catalog.service import CatalogChange, CatalogService
 from wyoming_minerva.http import installs
 from wyoming_minerva.http.app import create_app
 from wyoming_minerva.http.deps import api_key_schemes

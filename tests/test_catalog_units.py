@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from catalog_helpers import voice_files, voice_index
 
-from wyoming_minerva.catalog import CatalogEntry, InstalledModel, Job, JobState, Kind, ManagerUsage, parse_entry_id
+from wyoming_minerva.catalog import CatalogEntry, Kind, parse_entry_id
 from wyoming_minerva.catalog.entries import BadEntryIdError, RemoteFile, is_safe_name
 from wyoming_minerva.catalog.errors import HashMismatchError, IntegrityError
 from wyoming_minerva.catalog.fetch import PartFile
-from wyoming_minerva.catalog.jobs import Phase
+from wyoming_minerva.catalog.installed import InstalledModel
+from wyoming_minerva.catalog.jobs import Job, JobState, Phase
 from wyoming_minerva.catalog.piper_index import voice_entries
+from wyoming_minerva.catalog.usage import ManagerUsage
 from wyoming_minerva.catalog.wake_index import wake_entries
 from wyoming_minerva.catalog.whisper_index import resolved_entry, unresolved_entries, whisper_names
 from wyoming_minerva.runtime.manager import ModelManager

@@ -3,33 +3,19 @@ models from their hub repositories, wake words from an operator's index), what i
 that download with resume and checks and land atomically in the first data dir.
 
 http/installs.py serves it (/v1/catalog, /v1/jobs); the engines re-scan through CatalogService.on_change.
+The package root imports only light modules (settings.py may import CatalogSettings without a cycle); the service
+is in `.service`, jobs in `.jobs`, usage in `.usage`.
 """
 
 from .entries import CatalogEntry, Kind, RemoteFile, parse_entry_id
-from .errors import CatalogError
-from .installed import InstalledModel, scan_installed
-from .jobs import Job, JobState, Phase
-from .service import CatalogChange, CatalogService, ChangeHook
 from .settings import HUGGING_FACE_URL, PIPER_VOICES_URL, CatalogSettings
-from .usage import ManagerUsage, ModelUsage
 
 __all__ = [
     "HUGGING_FACE_URL",
     "PIPER_VOICES_URL",
-    "CatalogChange",
     "CatalogEntry",
-    "CatalogError",
-    "CatalogService",
     "CatalogSettings",
-    "ChangeHook",
-    "InstalledModel",
-    "Job",
-    "JobState",
     "Kind",
-    "ManagerUsage",
-    "ModelUsage",
-    "Phase",
     "RemoteFile",
     "parse_entry_id",
-    "scan_installed",
 ]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..settings import ConfigError
-
 # The upstream indexes. A mirror serves the same layout: voice files lie beside voices.json, model files under
 # {hub}/{repo}/resolve/main/ and their listing under {hub}/api/models/{repo}/tree/main.
 PIPER_VOICES_URL = "https://huggingface.co/rhasspy/piper-voices/resolve/main/voices.json"
@@ -25,6 +23,8 @@ class CatalogSettings:
     max_parallel_jobs: int = 2  # installs downloading at once; more wait in the `queued` phase
 
     def validate(self) -> None:
+        from ..settings import ConfigError  # here, not at the top: settings.py may import this module
+
         for url in (self.voices_url, self.whisper_hub_url, self.wake_catalog_url):
             if url is not None and not url.startswith(("http://", "https://")):
                 raise ConfigError(f"catalog source {url!r}: only http:// and https:// URLs")

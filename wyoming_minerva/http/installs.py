@@ -20,19 +20,13 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from ..catalog import (
-    CatalogChange,
-    CatalogError,
-    CatalogService,
-    CatalogSettings,
-    ChangeHook,
-    InstalledModel,
-    Job,
-    Kind,
-    ManagerUsage,
-    parse_entry_id,
-)
+from ..catalog import CatalogSettings, Kind, parse_entry_id
+from ..catalog.errors import CatalogError
+from ..catalog.installed import InstalledModel
+from ..catalog.jobs import Job
 from ..catalog.listing import Listed, SourceStatus
+from ..catalog.service import CatalogChange, CatalogService, ChangeHook
+from ..catalog.usage import ManagerUsage
 from ..wake.service import WakeWords
 from .deps import EngineSet, HttpContext
 from .errors import ERROR_RESPONSES, ApiError, ErrorEnvelope
