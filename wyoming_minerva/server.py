@@ -92,8 +92,8 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
         return None  # connection closed in the middle of a header
     try:
         header = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ProtocolError(f"header is not valid JSON: {err}") from err
+    except (ValueError, RecursionError) as err:  # also integers over 4300 digits and absurd nesting
+        raise ProtocolError(f"header is not valid JSON: {_reason(err)}") from None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise ProtocolError("header must be a JSON object with a string 'type'")
     data = header.get("data") or {}
@@ -110,11 +110,17 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
         payload = await reader.readexactly(payload_length) if payload_length else None
     except asyncio.IncompleteReadError:
         return None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ProtocolError(f"additional data is not valid JSON: {err}") from err
+    except (ValueError, RecursionError) as err:
+        raise ProtocolError(f"additional data is not valid JSON: {_reason(err)}") from None
     # null means absent
     data = {key: value for key, value in data.items() if value is not None}
     return Event(type=header["type"], data=data, payload=payload)
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err)[:200]
 
 
 def error_event(err: BaseException) -> Event:

@@ -300,10 +300,6 @@ class AsrHandler(DescribingHandler):
                 await task
 
 
-def _hints(data: dict[str, object]) -> list[str]:
-    hints: list[str] = []
-    for key in ("transcript_names", "transcript_terms"):
-        values = data.get(key)
-        if isinstance(values, list):
-            hints += [str(v) for v in values if isinstance(v, str) and v.strip()]
-    return hints
+def _hints(data: dict[str, list[str]]) -> list[str]:
+    """transcript_names, then transcript_terms (lists of strings: checked in handlers/events.py)."""
+    return [v for key in ("transcript_names", "transcript_terms") for v in data.get(key, []) if v.strip()]

@@ -18,7 +18,6 @@ from wyoming.info import Info, WakeModel, WakeProgram
 from wyoming.wake import Detect, Detection, NotDetected
 
 from ..audio import AudioFormat, format_from_event
-from ..errors import BadRequestError
 from ..models.wake import WakeStream, WakeWords
 from ..models.wake_catalog import Engine
 from ..server import EventSink, error_event
@@ -74,11 +73,9 @@ class WakeHandler(DescribingHandler):
         return True
 
     def _detect_names(self, event: Event) -> list[str] | None:
-        names = event.data.get("names")
+        names: list[str] | None = event.data.get("names")  # a list of strings (handlers/events.py)
         if names is None:
             return None
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise BadRequestError("detect: 'names' must be a list of strings")
         self.wake.resolve(names)  # unknown names → error event now, listing the known ones
         return names
 
