@@ -9,6 +9,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 
+from .budget import AudioBudget
 from .discovery import Advertiser, Endpoint
 from .errors import MinervaError
 from .handlers.asr import AsrHandler
@@ -51,6 +52,8 @@ class App:
             idle_unload_seconds=settings.idle_unload_seconds,
         )
         self.engines = Engines()
+        # One budget of buffered audio for every Wyoming connection of the process.
+        self.audio_budget = AudioBudget(settings.wyoming.max_buffered_audio_bytes)
         self.servers: dict[Service, WyomingServer] = {}
         self.http: HttpServer | None = None
         # Zeroconf probing takes ~1.5 s: it runs beside the already-serving ports, not before them.
@@ -83,7 +86,7 @@ class App:
         settings = self.settings
         if service is Service.ASR:
             stt = self._stt()
-            return lambda sink: AsrHandler(sink, stt, settings.asr)
+            return lambda sink: AsrHandler(sink, stt, settings.asr, self.audio_budget)
         if service is Service.TTS:
             tts = self._tts()
             return lambda sink: TtsHandler(sink, tts)
@@ -96,7 +99,8 @@ class App:
         await self.manager.start()
         try:
             for service, uri in self.settings.services.items():
-                server = WyomingServer(service.value, uri, self._factory(service))
+                limits = self.settings.wyoming
+                server = WyomingServer(service.value, uri, self._factory(service), limits, self.audio_budget)
                 try:
                     await server.start()
                 except OSError as err:

@@ -154,6 +154,27 @@ class RealtimeSettings:
 
 
 @dataclass(frozen=True)
+class WyomingLimits:
+    """What one client (or many) may hold on the Wyoming services; defaults far above a home's needs."""
+
+    max_connections: int = 100  # open at once, per service; more are answered server_busy and closed
+    idle_timeout_seconds: float = 120.0  # a connection with no request under way that sends nothing; 0 = never
+    max_buffered_audio_mb: float = 64.0  # all connections together: payloads being read, utterances collected
+
+    @property
+    def max_buffered_audio_bytes(self) -> int:
+        return int(self.max_buffered_audio_mb * 1024 * 1024)
+
+    def validate(self) -> None:
+        if self.max_connections < 1:
+            raise ConfigError("--wyoming-max-connections must be at least 1")
+        if self.idle_timeout_seconds < 0:
+            raise ConfigError("--wyoming-idle-timeout must not be negative (0 = no timeout)")
+        if self.max_buffered_audio_mb < 8:
+            raise ConfigError("--max-buffered-audio-mb must be at least 8 (one audio chunk may be 4 MiB)")
+
+
+@dataclass(frozen=True)
 class Settings:
     asr_uri: ListenUri | None = None
     tts_uri: ListenUri | None = None
@@ -173,6 +194,7 @@ class Settings:
     wake: WakeSettings = field(default_factory=WakeSettings)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    wyoming: WyomingLimits = field(default_factory=WyomingLimits)
 
     @property
     def services(self) -> dict[Service, ListenUri]:
@@ -206,3 +228,4 @@ class Settings:
         if not 0 <= self.asr.vad_aggressiveness <= 3:
             raise ConfigError("--vad-aggressiveness must be 0, 1, 2 or 3")
         self.realtime.validate()
+        self.wyoming.validate()

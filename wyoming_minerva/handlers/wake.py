@@ -72,6 +72,10 @@ class WakeHandler(DescribingHandler):
             _LOGGER.debug("Ignoring %s from %s", event.type, self.sink.peer)
         return True
 
+    @property
+    def busy(self) -> bool:
+        return self._stream is not None  # a stream may pause for a while (a satellite busy with a pipeline)
+
     def _detect_names(self, event: Event) -> list[str] | None:
         names: list[str] | None = event.data.get("names")  # a list of strings (handlers/events.py)
         if names is None:
