@@ -8,10 +8,11 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .budget import AudioBudget
 from .discovery import Advertiser, Endpoint
-from .errors import MinervaError
+from .errors import BadRequestError, MinervaError, ModelNotFoundError
 from .handlers.asr import AsrHandler
 from .handlers.tts import TtsHandler
 from .handlers.wake import WakeHandler
@@ -20,9 +21,9 @@ from .http.server import HttpServer
 from .models.manager import ModelManager
 from .models.piper import TextToSpeech
 from .models.wake import WakeWords
-from .models.whisper import SpeechToText
+from .models.whisper import SpeechToText, resolve_model
 from .server import EventSink, HandlerFactory, WyomingServer
-from .settings import HttpSettings, Service, Settings
+from .settings import AsrSettings, ConfigError, HttpSettings, Service, Settings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class App:
         """The one speech-to-text engine, made on first need (Wyoming ASR and HTTP share it)."""
         if self.engines.stt is None:
             s = self.settings
+            check_local_stt_model(s.asr, s.data_dirs, s.local_files_only)
             self.engines.stt = SpeechToText(s.asr, self.manager, s.data_dirs, s.local_files_only)
         return self.engines.stt
 
@@ -72,7 +74,12 @@ class App:
         if self.engines.tts is None:
             s = self.settings
             tts = TextToSpeech(s.tts, self.manager, s.data_dirs, s.local_files_only)
-            tts.check_defaults()  # a wrong --voice/--speaker fails the start, not the first request
+            try:  # a wrong --voice/--speaker fails the start (exit 2), not the first request
+                tts.check_defaults()
+            except ModelNotFoundError as err:
+                raise ConfigError(f"--voice {s.tts.voice}: {err}") from err
+            except BadRequestError as err:
+                raise ConfigError(f"--speaker {s.tts.speaker}: {err}") from err
             self.engines.tts = tts
         return self.engines.tts
 
@@ -96,11 +103,23 @@ class App:
         raise StartupError(f"the {service.value} service is not available in this build")
 
     async def start(self) -> None:
+        """Engines (their settings checked), then with --preload the models, and only then the ports.
+
+        A port that answers therefore means every model is loaded (with --preload), and a model that cannot load
+        ends the start before anyone is told the service is there.
+        """
         await self.manager.start()
         try:
+            factories = {service: self._factory(service) for service in self.settings.services}
+            if self.settings.http is not None:  # the HTTP API serves all three
+                self._stt()
+                self._tts()
+                self._wake()
+            if self.settings.preload:
+                await self.preload()
             for service, uri in self.settings.services.items():
                 limits = self.settings.wyoming
-                server = WyomingServer(service.value, uri, self._factory(service), limits, self.audio_budget)
+                server = WyomingServer(service.value, uri, factories[service], limits, self.audio_budget)
                 try:
                     await server.start()
                 except OSError as err:
@@ -110,8 +129,6 @@ class App:
             if self.settings.http is not None:
                 await self._start_http(self.settings.http)
             self._advertise()
-            if self.settings.preload:
-                await self.preload()
         except BaseException:
             await self.stop()
             raise
@@ -192,6 +209,22 @@ class App:
     def http_port(self) -> int:
         assert self.http is not None
         return self.http.port
+
+
+def check_local_stt_model(asr: AsrSettings, data_dirs: tuple[Path, ...], local_files_only: bool) -> None:
+    """At start: a --stt-model given as a path (or any, with --local-files-only) must be there (ConfigError)."""
+    path = Path(asr.model).expanduser()
+    as_path = path.is_absolute() or asr.model.startswith((".", "~")) or path.exists()
+    if not (as_path or local_files_only):
+        return  # a model name: found or downloaded when first needed
+    try:
+        resolve_model(asr.model, () if as_path else data_dirs, local_files_only=True)
+    except ModelNotFoundError as err:
+        if as_path:
+            raise ConfigError(
+                f"--stt-model {asr.model}: no CTranslate2 model there (a folder with model.bin and config.json)"
+            ) from err
+        raise ConfigError(f"--stt-model: {err}") from err
 
 
 async def run(settings: Settings) -> None:
