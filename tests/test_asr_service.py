@@ -157,10 +157,9 @@ async def test_describe_is_instant_while_a_long_decode_runs(speech: Speech) -> N
             await busy.write_event(Transcribe().event())
             await send_audio(busy, long_audio, speech.rate)
             await busy.write_event(AudioStop().event())
-            for _ in range(1000):  # until the decode is on the executor (at most 10 s on a loaded machine)
-                if stt.manager.queue_depth >= 1:
-                    break
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(10):  # each connection gets one event per turn: wait for the decode
+                while stt.manager.queue_depth < 1:  # noqa: ASYNC110 - polling the manager's own counter
+                    await asyncio.sleep(0.01)
             started = time.perf_counter()
             await probe.write_event(Describe().event())
             await read_until(probe, "info", timeout=5)

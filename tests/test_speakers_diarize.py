@@ -142,6 +142,9 @@ async def test_enrolment_survives_a_restart(manager: ModelManager, voices: Voice
     audio, _ = voices.conversation(["lamp", "joe", "cloud_en", "joe"], [0.7])
     labels, _ = (await restarted.diarize_audio(audio)).labelled(sequential_label)
     assert labels == ["Speaker_0", "Joe", "Speaker_1"]
+    lamp = await restarted.voice_print(voices.fixtures["lamp"])
+    labels, _ = (await restarted.diarize_audio(audio, {"JOE": lamp.vector})).labelled(sequential_label)
+    assert labels == ["JOE", "Speaker_0", "Speaker_1"]  # a reference replaces the enrolled voice of that name
     joe_said = await restarted.identify(voices.joe("Turn off the lights in the garage."))
     assert joe_said is not None and joe_said[0] == "Joe" and joe_said[1] >= 0.62
     assert await restarted.identify(voices.fixtures["lamp"]) is None

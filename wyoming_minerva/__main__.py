@@ -9,6 +9,7 @@ import sys
 from .app import run
 from .cli import parse_settings
 from .errors import MinervaError
+from .settings import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO, format=settings.log_format)
     try:
         asyncio.run(run(settings))
+    except ConfigError as err:  # found at start: a voice, speaker, wake word or model path that is not there
+        logging.getLogger("wyoming_minerva").error("%s", err)
+        return 2
     except MinervaError as err:
         logging.getLogger("wyoming_minerva").error("%s", err)
         return 1

@@ -9,8 +9,9 @@ import os
 import signal
 from dataclasses import dataclass, field
 
+from .budget import AudioBudget
 from .discovery import Advertiser, Endpoint
-from .errors import MinervaError
+from .errors import BadRequestError, MinervaError, ModelNotFoundError
 from .handlers.asr import AsrHandler
 from .handlers.server import EventSink, HandlerFactory, WyomingServer
 from .handlers.tts import TtsHandler
@@ -18,7 +19,7 @@ from .handlers.wake import WakeHandler
 from .http.app import create_app
 from .http.server import HttpServer
 from .runtime.manager import ModelManager
-from .settings import HttpSettings, Service, Settings
+from .settings import ConfigError, HttpSettings, Service, Settings
 from .stt.service import SpeechToText
 from .stt.whisper import whisper_engines
 from .tts.piper import TextToSpeech
@@ -52,6 +53,8 @@ class App:
             idle_unload_seconds=settings.idle_unload_seconds,
         )
         self.engines = Engines()
+        # One budget of buffered audio for every Wyoming connection of the process.
+        self.audio_budget = AudioBudget(settings.wyoming.max_buffered_audio_bytes)
         self.servers: dict[Service, WyomingServer] = {}
         self.http: HttpServer | None = None
         # Zeroconf probing takes ~1.5 s: it runs beside the already-serving ports, not before them.
@@ -63,8 +66,12 @@ class App:
         if self.engines.stt is None:
             s = self.settings
             engines = whisper_engines(s.asr, s.data_dirs, s.local_files_only)  # register more engines here
-            self.engines.stt = SpeechToText(s.asr, self.manager, engines, s.data_dirs)
-            self.engines.stt.check()  # a missing local model fails the start, not the first request
+            stt = SpeechToText(s.asr, self.manager, engines, s.data_dirs)
+            try:  # a missing local model or an unknown name fails the start (exit 2), not the first request
+                stt.check()
+            except ModelNotFoundError as err:
+                raise ConfigError(f"--stt-model: {err}") from err
+            self.engines.stt = stt
         return self.engines.stt
 
     def _tts(self) -> TextToSpeech:
@@ -72,7 +79,12 @@ class App:
         if self.engines.tts is None:
             s = self.settings
             tts = TextToSpeech(s.tts, self.manager, s.data_dirs, s.local_files_only)
-            tts.check_defaults()  # a wrong --voice/--speaker fails the start, not the first request
+            try:  # a wrong --voice/--speaker fails the start (exit 2), not the first request
+                tts.check_defaults()
+            except ModelNotFoundError as err:
+                raise ConfigError(f"--voice {s.tts.voice}: {err}") from err
+            except BadRequestError as err:
+                raise ConfigError(f"--speaker {s.tts.speaker}: {err}") from err
             self.engines.tts = tts
         return self.engines.tts
 
@@ -86,7 +98,7 @@ class App:
         settings = self.settings
         if service is Service.ASR:
             stt = self._stt()
-            return lambda sink: AsrHandler(sink, stt, settings.asr)
+            return lambda sink: AsrHandler(sink, stt, settings.asr, self.audio_budget)
         if service is Service.TTS:
             tts = self._tts()
             return lambda sink: TtsHandler(sink, tts)
@@ -96,10 +108,23 @@ class App:
         raise StartupError(f"the {service.value} service is not available in this build")
 
     async def start(self) -> None:
+        """Engines (their settings checked), then with --preload the models, and only then the ports.
+
+        A port that answers therefore means every model is loaded (with --preload), and a model that cannot load
+        ends the start before anyone is told the service is there.
+        """
         await self.manager.start()
         try:
+            factories = {service: self._factory(service) for service in self.settings.services}
+            if self.settings.http is not None:  # the HTTP API serves all three
+                self._stt()
+                self._tts()
+                self._wake()
+            if self.settings.preload:
+                await self.preload()
             for service, uri in self.settings.services.items():
-                server = WyomingServer(service.value, uri, self._factory(service))
+                limits = self.settings.wyoming
+                server = WyomingServer(service.value, uri, factories[service], limits, self.audio_budget)
                 try:
                     await server.start()
                 except OSError as err:
@@ -109,8 +134,6 @@ class App:
             if self.settings.http is not None:
                 await self._start_http(self.settings.http)
             self._advertise()
-            if self.settings.preload:
-                await self.preload()
         except BaseException:
             await self.stop()
             raise

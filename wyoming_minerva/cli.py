@@ -24,6 +24,7 @@ from .settings import (
     Settings,
     TtsSettings,
     WakeSettings,
+    WyomingLimits,
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -51,6 +52,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--http",
         metavar="HOST:PORT",
         help=f"HTTP API address, or 'off' (default 0.0.0.0:{DEFAULT_HTTP_PORT} when no service flag is given)",
+    )
+
+    wy = WyomingLimits
+    g = p.add_argument_group("Wyoming connection limits")
+    g.add_argument(
+        "--wyoming-max-connections",
+        type=int,
+        metavar="N",
+        default=wy.max_connections,
+        help=f"connections open at once per service; more are answered server_busy (default {wy.max_connections})",
+    )
+    g.add_argument(
+        "--wyoming-idle-timeout",
+        type=float,
+        default=wy.idle_timeout_seconds,
+        metavar="SECONDS",
+        help="close a connection with no request under way that sends nothing for this long "
+        f"(default {wy.idle_timeout_seconds:g}; 0 = never)",
+    )
+    g.add_argument(
+        "--max-buffered-audio-mb",
+        type=float,
+        metavar="MB",
+        default=wy.max_buffered_audio_mb,
+        help="audio all Wyoming connections together may hold in memory; beyond it requests get server_busy "
+        f"(default {wy.max_buffered_audio_mb:g})",
     )
 
     g = p.add_argument_group("models and resources")
@@ -404,6 +431,11 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         preload=args.preload,
         idle_unload_seconds=args.idle_unload,
         shutdown_grace_seconds=args.shutdown_grace,
+        wyoming=WyomingLimits(
+            max_connections=args.wyoming_max_connections,
+            idle_timeout_seconds=args.wyoming_idle_timeout,
+            max_buffered_audio_mb=args.max_buffered_audio_mb,
+        ),
         asr=AsrSettings(
             models=tuple(args.stt_model or AsrSettings.models),
             language=None if not language or language == "auto" else language,

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -37,6 +37,7 @@ SERVICE_TYPE = "_wyoming._tcp.local."
 MAX_LABEL_BYTES = 63  # one DNS label
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+ZeroconfFactory = Callable[..., AsyncZeroconf]  # AsyncZeroconf(interfaces=..., ip_version=...)
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,10 @@ class Advertiser:
         endpoints: Sequence[Endpoint],
         *,
         local: Sequence[IPAddress] | None = None,
+        zeroconf_factory: ZeroconfFactory = AsyncZeroconf,
     ) -> None:
         self.settings = settings
+        self._zeroconf_factory = zeroconf_factory
         self.endpoints = tuple(endpoints)
         self.name = settings.name or default_name()
         self._local = local
@@ -197,7 +200,7 @@ class Advertiser:
         interfaces: InterfaceChoice | list[str] = InterfaceChoice.All
         if all(a.is_loopback for a in addresses):
             interfaces = list(dict.fromkeys(str(a) for a in addresses))
-        self._zeroconf = AsyncZeroconf(interfaces=interfaces, ip_version=_ip_version(addresses))
+        self._zeroconf = self._zeroconf_factory(interfaces=interfaces, ip_version=_ip_version(addresses))
         server = server_name(self.name)
         infos = [
             AsyncServiceInfo(

@@ -55,3 +55,9 @@ class InferenceError(MinervaError):
     """A model failed while running."""
 
     code = "inference_failed"
+
+
+class ServerBusyError(MinervaError):
+    """A server-wide limit is reached (connections, buffered audio): try again later."""
+
+    code = "server_busy"

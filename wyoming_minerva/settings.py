@@ -151,6 +151,27 @@ class RealtimeSettings:
 
 
 @dataclass(frozen=True)
+class WyomingLimits:
+    """What one client (or many) may hold on the Wyoming services; defaults far above a home's needs."""
+
+    max_connections: int = 100  # open at once, per service; more are answered server_busy and closed
+    idle_timeout_seconds: float = 120.0  # a connection with no request under way that sends nothing; 0 = never
+    max_buffered_audio_mb: float = 64.0  # all connections together: payloads being read, utterances collected
+
+    @property
+    def max_buffered_audio_bytes(self) -> int:
+        return int(self.max_buffered_audio_mb * 1024 * 1024)
+
+    def validate(self) -> None:
+        if self.max_connections < 1:
+            raise ConfigError("--wyoming-max-connections must be at least 1")
+        if self.idle_timeout_seconds < 0:
+            raise ConfigError("--wyoming-idle-timeout must not be negative (0 = no timeout)")
+        if self.max_buffered_audio_mb < 8:
+            raise ConfigError("--max-buffered-audio-mb must be at least 8 (one audio chunk may be 4 MiB)")
+
+
+@dataclass(frozen=True)
 class Settings:
     asr_uri: ListenUri | None = None
     tts_uri: ListenUri | None = None
@@ -170,6 +191,7 @@ class Settings:
     wake: WakeSettings = field(default_factory=WakeSettings)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    wyoming: WyomingLimits = field(default_factory=WyomingLimits)
 
     @property
     def services(self) -> dict[Service, ListenUri]:
@@ -205,3 +227,4 @@ class Settings:
         if self.asr.endpoint_silence_ms < 90:
             raise ConfigError("--endpoint-silence-ms must be at least 90")
         self.realtime.validate()
+        self.wyoming.validate()

@@ -15,6 +15,7 @@ from wyoming.info import AsrModel, AsrProgram, Info, SelectProgram
 from wyoming.vad import VoiceStarted, VoiceStopped
 
 from ..audio import AudioConverter, AudioFormat, format_from_event
+from ..budget import AudioBudget, BudgetLease
 from ..errors import AudioTooLongError, MinervaError
 from ..settings import AsrSettings
 from ..stt.decode import TRAILING_PAD_SAMPLES, Decode, padded
@@ -36,6 +37,7 @@ from .server import EventSink, error_event
 _LOGGER = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+CONVERT_INLINE_BYTES = 64 * 1024  # larger payloads are converted on a thread, not on the event loop
 
 
 def asr_info(stt: SpeechToText, settings: AsrSettings) -> Info:
@@ -87,6 +89,7 @@ class Utterance:
     answered: bool = False
     failed: bool = False
     last_speech_wall: float = 0.0
+    held: BudgetLease | None = None  # the buffered audio's share of the process-wide budget
 
     @property
     def samples(self) -> int:
@@ -94,11 +97,14 @@ class Utterance:
 
 
 class AsrHandler(DescribingHandler):
-    def __init__(self, sink: EventSink, stt: SpeechToText, settings: AsrSettings) -> None:
+    def __init__(
+        self, sink: EventSink, stt: SpeechToText, settings: AsrSettings, budget: AudioBudget | None = None
+    ) -> None:
         super().__init__(sink, lambda: asr_info(stt, settings))
         self.stt = stt
         self.settings = settings
         self._program: str | None = None  # select-program: for the rest of the connection
+        self.budget = budget or AudioBudget(1 << 62)  # without one: bounded per utterance only
         self._utterance: Utterance | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -128,6 +134,10 @@ class AsrHandler(DescribingHandler):
             return await super().handle_service_event(event)
         return True
 
+    @property
+    def busy(self) -> bool:
+        return self._utterance is not None or bool(self._tasks)
+
     def _start(
         self,
         language: object = None,
@@ -138,11 +148,14 @@ class AsrHandler(DescribingHandler):
         self._discard_speculation()
         if program is not None:
             program = self.stt.program(program).name  # an unknown name is an error now, not after the audio
+        if self._utterance is not None and not self._utterance.answered and self._utterance.held is not None:
+            self._utterance.held.release()  # replaced before it was answered: its audio is dropped
         self._utterance = Utterance(
             language=language if isinstance(language, str) else None,
             program=program or self._program,
             silence_ms=silence_for_sensitivity(sensitivity, self.settings.endpoint_silence_ms),
             hints=hints or [],
+            held=self.budget.lease(),
         )
         return self._utterance
 
@@ -160,19 +173,32 @@ class AsrHandler(DescribingHandler):
         if utterance.answered or utterance.failed or not event.payload:
             return
         assert utterance.converter is not None and utterance.endpointer is not None
-        pcm = utterance.converter.convert(event.payload)
+        pcm = await self._convert(utterance, event.payload)
         utterance.audio += pcm
-        if utterance.samples > self.settings.max_audio_seconds * SAMPLE_RATE:
-            utterance.failed = True
-            self._discard_speculation()
-            raise AudioTooLongError(
-                f"more than {self.settings.max_audio_seconds:g} s of audio in one utterance; the rest is ignored"
-            )
         before = utterance.endpointer.speech_end_sample
         for mark in utterance.endpointer.feed(pcm):
             await self._on_mark(utterance, mark)
         if utterance.endpointer.speech_end_sample != before:
             utterance.last_speech_wall = time.monotonic()
+
+    async def _convert(self, utterance: Utterance, payload: bytes) -> bytes:
+        """16 kHz PCM of one chunk, after checking the cap and the budget on the format the client declared."""
+        assert utterance.fmt is not None and utterance.converter is not None and utterance.held is not None
+        seconds = len(payload) / utterance.fmt.bytes_per_second()
+        try:
+            if utterance.samples / SAMPLE_RATE + seconds > self.settings.max_audio_seconds:
+                raise AudioTooLongError(
+                    f"more than {self.settings.max_audio_seconds:g} s of audio in one utterance; the rest is ignored"
+                )
+            utterance.held.take(int(seconds * SAMPLE_RATE + 1) * 2)  # what the converted chunk will hold
+        except MinervaError:
+            utterance.failed = True
+            utterance.held.release()
+            self._discard_speculation()
+            raise
+        if len(payload) <= CONVERT_INLINE_BYTES:
+            return utterance.converter.convert(payload)
+        return await asyncio.to_thread(utterance.converter.convert, payload)
 
     async def _on_mark(self, utterance: Utterance, mark: Mark) -> None:
         if mark.event is EndpointEvent.SPEECH_STARTED:
@@ -259,6 +285,8 @@ class AsrHandler(DescribingHandler):
         finally:
             if decode is not None:
                 decode.cancel()  # a no-op when it finished; stops the work when we were cancelled
+            if utterance.held is not None:
+                utterance.held.release()
         text = clean_transcript("".join(texts), heard)
         if not started:
             await self.sink.send(TranscriptStart(language=language).event())
@@ -281,6 +309,8 @@ class AsrHandler(DescribingHandler):
 
     async def disconnect(self) -> None:
         self._discard_speculation()
+        if self._utterance is not None and self._utterance.held is not None:
+            self._utterance.held.release()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -288,10 +318,6 @@ class AsrHandler(DescribingHandler):
                 await task
 
 
-def _hints(data: dict[str, object]) -> list[str]:
-    hints: list[str] = []
-    for key in ("transcript_names", "transcript_terms"):
-        values = data.get(key)
-        if isinstance(values, list):
-            hints += [str(v) for v in values if isinstance(v, str) and v.strip()]
-    return hints
+def _hints(data: dict[str, list[str]]) -> list[str]:
+    """transcript_names, then transcript_terms (lists of strings: checked in handlers/events.py)."""
+    return [v for key in ("transcript_names", "transcript_terms") for v in data.get(key, []) if v.strip()]

@@ -71,14 +71,9 @@ class VoiceRequest:
 
     @staticmethod
     def from_data(data: dict[str, Any]) -> VoiceRequest:
+        """From an event already checked by handlers/events.py (voice is an object of strings)."""
         voice = data.get("voice") or {}
-        if not isinstance(voice, dict):
-            raise BadRequestError("'voice' must be an object with name, language and/or speaker")
-        values = {key: voice.get(key) for key in ("name", "language", "speaker")}
-        for key, value in values.items():
-            if (value is not None and not isinstance(value, str | int)) or isinstance(value, bool):
-                raise BadRequestError(f"voice.{key} must be a string")
-        return VoiceRequest(**{k: str(v) if v not in (None, "") else None for k, v in values.items()})
+        return VoiceRequest(**{key: voice.get(key) or None for key in ("name", "language", "speaker")})
 
 
 @dataclass
@@ -88,13 +83,14 @@ class StreamInput:
     voice: VoiceRequest
     text_format: str | None
     max_chars: int
+    refused: BadRequestError | None = None  # synthesize-start itself was invalid: answer the error, keep no text
     queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     chars: int = 0
     closed: bool = False  # no more text is kept
     ended: bool = False  # the answer has read the client's synthesize-stop
 
     def put(self, text: str) -> None:
-        if self.closed:
+        if self.closed or self.refused is not None:
             return
         self.chars += len(text)
         if self.chars > self.max_chars:
@@ -182,22 +178,16 @@ class TtsHandler(DescribingHandler):
 
     async def handle_service_event(self, event: Event) -> bool:
         if SynthesizeStart.is_type(event.type):
-            if self._stream is not None:
-                self._stream.close()  # a new stream ends one the client left open
-                self._stream = None
-            stream = StreamInput(
-                VoiceRequest.from_data(event.data), event.data.get("text_format"), self.tts.settings.max_text_chars
-            )
-            self._spawn(lambda: self._answer_stream(stream))
-            self._stream = stream
+            voice = VoiceRequest.from_data(event.data)
+            await self._open_stream(StreamInput(voice, event.data.get("text_format"), self.tts.settings.max_text_chars))
         elif SynthesizeChunk.is_type(event.type):
             if self._stream is None:
                 raise BadRequestError("synthesize-chunk outside a synthesize-start … synthesize-stop stream")
-            self._stream.put(_text(event.data))
+            self._stream.put(event.data.get("text", ""))
         elif Synthesize.is_type(event.type):
             if self._stream is not None:
                 return True  # the whole text again, sent for old servers: the chunks already have it
-            text, voice = _text(event.data), VoiceRequest.from_data(event.data)
+            text, voice = event.data.get("text", ""), VoiceRequest.from_data(event.data)
             text_format = event.data.get("text_format")
             self._spawn(lambda: self._answer_plain(text, voice, text_format))
         elif SynthesizeStop.is_type(event.type):
@@ -207,6 +197,29 @@ class TtsHandler(DescribingHandler):
         else:
             _LOGGER.debug("Ignoring %s from %s", event.type, self.sink.peer)
         return True
+
+    async def handle_invalid_event(self, event: Event, err: BadRequestError) -> bool:
+        if not SynthesizeStart.is_type(event.type):
+            raise err
+        # The stream is refused, but its chunks and synthesize-stop still come: the answer is the error, then
+        # synthesize-stopped (always last), and the chunks in between are dropped, not each an error of their own.
+        await self._open_stream(StreamInput(VoiceRequest(), None, 0, refused=err))
+        return True
+
+    async def _open_stream(self, stream: StreamInput) -> None:
+        if self._stream is not None:
+            self._stream.close()  # a new stream ends one the client left open
+        self._stream = stream
+        try:
+            self._spawn(lambda: self._answer_stream(stream))
+        except MinervaError as err:  # too many answers waiting: refuse this stream, still end it properly
+            stream.closed = True
+            await self._report(err)
+            await self.sink.send(SynthesizeStopped().event())
+
+    @property
+    def busy(self) -> bool:
+        return self._stream is not None or any(not task.done() for task in self._tasks)
 
     async def disconnect(self) -> None:
         """The client is gone: stop synthesizing for it."""
@@ -247,6 +260,8 @@ class TtsHandler(DescribingHandler):
         out = AudioOut(self.sink, self.samples_per_chunk)
         voice = stream.voice
         try:
+            if stream.refused is not None:
+                raise stream.refused
             speech = await self.tts.open(voice.name, language=voice.language, speaker=voice.speaker)
             async for pcm in speech.stream(stream.deltas(), stream.text_format):
                 await out.write(speech.format, pcm)
@@ -263,10 +278,3 @@ class TtsHandler(DescribingHandler):
         else:
             _LOGGER.exception("tts %s: synthesis failed", self.sink.peer)
         await self.sink.send(error_event(err))
-
-
-def _text(data: dict[str, Any]) -> str:
-    text = data.get("text", "")
-    if not isinstance(text, str):
-        raise BadRequestError("'text' must be a string")
-    return text

@@ -18,7 +18,6 @@ from wyoming.info import Info, WakeModel, WakeProgram
 from wyoming.wake import Detect, Detection, NotDetected
 
 from ..audio import AudioFormat, format_from_event
-from ..errors import BadRequestError
 from ..wake.catalog import Engine
 from ..wake.service import WakeStream, WakeWords
 from .info import MICROWAKEWORD_ATTRIBUTION, MINERVA_ATTRIBUTION, OPENWAKEWORD_ATTRIBUTION, VERSION, DescribingHandler
@@ -73,12 +72,14 @@ class WakeHandler(DescribingHandler):
             _LOGGER.debug("Ignoring %s from %s", event.type, self.sink.peer)
         return True
 
+    @property
+    def busy(self) -> bool:
+        return self._stream is not None  # a stream may pause for a while (a satellite busy with a pipeline)
+
     def _detect_names(self, event: Event) -> list[str] | None:
-        names = event.data.get("names")
+        names: list[str] | None = event.data.get("names")  # a list of strings (handlers/events.py)
         if names is None:
             return None
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise BadRequestError("detect: 'names' must be a list of strings")
         self.wake.resolve(names)  # unknown names → error event now, listing the known ones
         return names
 

@@ -94,7 +94,9 @@ class SpeakerService:
 
     async def diarize_audio(self, audio: np.ndarray, known: Mapping[str, np.ndarray] | None = None) -> Diarization:
         """Who spoke when; clusters that match `known` voices (and enrolled ones) carry their names."""
-        voices = {**(self.store.centroids() if self.store else {}), **(known or {})}
+        given = {name.casefold() for name in known or {}}
+        enrolled = self.store.centroids() if self.store else {}
+        voices = {**{n: v for n, v in enrolled.items() if n.casefold() not in given}, **(known or {})}
         async with self.manager.use(MODEL_KEY, self._load) as embedder:
 
             def produce(cancel: CancelToken) -> Iterator[Diarization]:

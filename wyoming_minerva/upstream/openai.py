@@ -181,8 +181,8 @@ class OpenAIUpstream:
                         yield SPEECH_FORMAT, data[:usable]
         except httpx.HTTPError as err:
             self._raise_transport(err, self._http.timeout.read)
-        if total == 0:
-            raise UpstreamUnavailable(self.label, "answered with no audio")
+        if total == 0:  # not counted against its health: a piece of punctuation may well have no sound
+            raise UpstreamRejected(self.label, "answered with no audio")
 
     # ---- errors ------------------------------------------------------------------------------
 

@@ -190,8 +190,8 @@ class WyomingUpstream:
                     yield chunk_format, event.payload
                 elif AudioStop.is_type(event.type):
                     break
-        if sent == 0:
-            raise UpstreamUnavailable(self.label, "answered with no audio")
+        if sent == 0:  # not counted against its health: a piece of punctuation may well have no sound
+            raise UpstreamRejected(self.label, "answered with no audio")
 
     def _format(self, event: Event) -> AudioFormat:
         try:

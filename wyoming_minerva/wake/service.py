@@ -39,6 +39,7 @@ _LOGGER = logging.getLogger(__name__)
 FEATURES_KEY = "wake/openwakeword/features"
 MAX_WINDOWS_PER_ROUND = 12  # ~1 s of one stream's audio per worker round
 MAX_BACKLOG_SECONDS = 2.0  # a client further ahead than this waits (TCP backpressure)
+MAX_BACKLOG_BYTES = 1024 * 1024  # and never more input than this per stream, whatever format it declares
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class WakeStream:
         self._drained.set()
         self._finished = asyncio.Event()
         self._fmt = fmt  # of audio-start: chunks without their own format are in it
-        self._max_backlog = int(MAX_BACKLOG_SECONDS * fmt.bytes_per_second())
+        self._max_backlog = min(int(MAX_BACKLOG_SECONDS * fmt.bytes_per_second()), MAX_BACKLOG_BYTES)
         self.detections = 0
         self.error: MinervaError | None = None
         self.closed = False

@@ -47,7 +47,7 @@ class WorkerStream:
     """The worker side of one stream. The loop only appends to `inbox` and sets `closed`."""
 
     def __init__(self, fmt: AudioFormat, oww: OwwStream | None, micro: MicroStream | None, max_samples: int) -> None:
-        self.inbox: deque[tuple[AudioFormat, bytes] | object] = deque()
+        self.inbox: deque[tuple[AudioFormat, bytes | memoryview] | object] = deque()
         self.closed = False
         self.oww = oww
         self.micro = micro
@@ -69,7 +69,8 @@ class WorkerStream:
     def take(self) -> tuple[int, list[Hit]]:
         """Convert input from the inbox and feed at most one round's budget of it to the engines.
 
-        The budget also bounds a single huge chunk: its audio is fed over several rounds.
+        The budget also bounds a single huge chunk: it is converted and fed a round's worth at a time (the
+        rest goes back to the front of the inbox), so no format, however it inflates, is converted at once.
         """
         consumed = 0
         budget = 2 * self.max_samples  # bytes of 16 kHz s16
@@ -85,11 +86,19 @@ class WorkerStream:
                 break
             assert isinstance(item, tuple)
             fmt, pcm = item
-            consumed += len(pcm)
             if fmt != self._fmt:  # a chunk in another format than audio-start said
                 converted += self._converter.flush()
                 self._fmt, self._converter = fmt, AudioConverter(fmt)
-            converted += self._converter.convert(pcm)
+            step = _input_for(fmt, max(budget - len(converted), budget // 4))
+            if len(pcm) > step:
+                view = memoryview(pcm)
+                rest: bytes | memoryview = view[step:]  # a view: the rest is not copied…
+                if len(rest) * 2 < len(view.obj):  # type: ignore[arg-type]
+                    rest = bytes(rest)  # …until it is the smaller part: then the original chunk is freed
+                self.inbox.appendleft((fmt, rest))
+                pcm = view[:step]
+            consumed += len(pcm)
+            converted += self._converter.convert(bytes(pcm))
         if not converted or self.backlog >= self.max_samples:
             return consumed, []
         size = min(len(converted), budget)
@@ -112,6 +121,13 @@ class WorkerStream:
             self.micro.close()
             self.micro = None
         self.oww = None
+
+
+def _input_for(fmt: AudioFormat, output_bytes: int) -> int:
+    """Input bytes whose 16 kHz s16 mono conversion fills about `output_bytes` (whole frames, at least one)."""
+    frame = fmt.width * fmt.channels
+    frames = max(1, output_bytes // 2 * fmt.rate // 16000)
+    return frames * frame
 
 
 Deliver = Callable[[list[Report]], None]
