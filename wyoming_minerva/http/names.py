@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..settings import ConfigError
+from ..untrusted import looks_like_path
 
 # Clients hard-code these; each one means "the configured local model".
 OPENAI_STT_MODELS = (
@@ -57,6 +58,10 @@ def parse_voice_map(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"--openai-voice {item!r}: expected OPENAI_NAME=VOICE[:SPEAKER]")
         if name not in OPENAI_VOICES:
             raise ConfigError(f"--openai-voice {item!r}: {name!r} is not an OpenAI voice ({', '.join(OPENAI_VOICES)})")
+        if looks_like_path(split_voice_target(target).voice or ""):
+            raise ConfigError(
+                f"--openai-voice {item!r}: name an installed voice (put its files in a --data-dir), not a path"
+            )
         pairs[name] = target
     return tuple(sorted(pairs.items()))
 

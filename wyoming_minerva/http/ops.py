@@ -43,12 +43,12 @@ def _stt_check(ctx: HttpContext) -> Check:
     if ctx.manager.is_loaded(stt.key):
         return Check(ok=True, detail=f"{stt.model_name} loaded")
     try:
-        path = resolve_model(stt.model_name, stt.data_dirs, local_files_only=True)  # a lookup, never a download
+        resolve_model(stt.settings.model, stt.data_dirs, local_files_only=True)  # a lookup, never a download
     except ModelNotFoundError as err:
         if stt.local_files_only:
             return Check(ok=False, detail=str(err))
         return Check(ok=True, detail=f"{stt.model_name} will be downloaded on first use")
-    return Check(ok=True, detail=f"{stt.model_name} installed at {path}")
+    return Check(ok=True, detail=f"{stt.model_name} installed")  # where is for the log, not for clients
 
 
 def _tts_check(ctx: HttpContext) -> Check:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import MinervaError
 from ..models.piper import SpeechOptions, TextToSpeech
 from ..models.piper_voices import UnknownSpeakerError, UnknownVoiceError
+from ..untrusted import quote_name
 from .codecs import SPEECH_FORMATS, SpeechEncoder
 from .deps import Ctx, HttpContext, cancel_on_disconnect
 from .errors import ERROR_RESPONSES, ApiError, ErrorEnvelope
@@ -151,7 +152,10 @@ def _model_voice(model: str, choice: VoiceChoice, tts: TextToSpeech) -> VoiceCho
     except UnknownVoiceError as err:
         names = ", ".join(OPENAI_TTS_MODELS)
         raise ApiError(
-            404, f"unknown model {model!r}; use {names}, piper, or a voice name", "model_not_found", "model"
+            404,
+            f"unknown model {quote_name(model)}; use {names}, piper, or a voice name",
+            "model_not_found",
+            "model",
         ) from err
     return choice if choice.voice is not None else VoiceChoice(model)
 

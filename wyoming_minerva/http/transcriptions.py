@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from ..errors import BadRequestError, MinervaError
 from ..models.base import Segment, TranscriptionInfo, TranscriptionOptions
 from ..models.whisper import SpeechToText
+from ..untrusted import quote_name
 from . import transcripts
 from .codecs import DecodedAudio, decode_upload
 from .deps import Ctx, HttpContext, cancel_on_disconnect
@@ -165,7 +166,10 @@ def _check_model(model: str, stt: SpeechToText) -> None:
     if not is_stt_model(model, stt.model_name):
         names = ", ".join((*OPENAI_STT_MODELS, stt.model_name))
         raise ApiError(
-            404, f"unknown model {model!r}; this server transcribes with: {names}", "model_not_found", "model"
+            404,
+            f"unknown model {quote_name(model)}; this server transcribes with: {names}",
+            "model_not_found",
+            "model",
         )
 
 
@@ -175,7 +179,9 @@ def _language(language: str | None) -> str | None:
         return None
     value = language.strip()
     if not _LANGUAGE.match(value):
-        raise ApiError(400, f"language {language!r} is not an ISO-639-1 code like 'en'", "invalid_value", "language")
+        raise ApiError(
+            400, f"language {quote_name(language)} is not an ISO-639-1 code like 'en'", "invalid_value", "language"
+        )
     return re.split(r"[-_]", value)[0].lower()
 
 

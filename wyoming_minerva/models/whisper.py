@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import ModelNotFoundError
 from ..settings import AsrSettings
+from ..untrusted import looks_like_path
 from .base import Segment, TranscriptionInfo, TranscriptionOptions, Word
 from .manager import CancelToken, ModelManager
 
@@ -50,8 +51,16 @@ def repo_id_for(name: str) -> str:
     raise ModelNotFoundError(f"unknown speech-to-text model {name!r} (known: {', '.join(sorted(_MODELS))}, or a HF id)")
 
 
+def public_name(model: str) -> str:
+    """The name a model is shown and asked for by: a path given by the operator shows as its folder's name."""
+    return Path(model).name if looks_like_path(model) else model
+
+
 def resolve_model(name: str, data_dirs: tuple[Path, ...], local_files_only: bool) -> Path:
-    """A local CTranslate2 folder for `name`: a path, a data-dir copy, the bundled model, or a download."""
+    """A local CTranslate2 folder for `name`: a path, a data-dir copy, the bundled model, or a download.
+
+    The errors reach clients (a request loads the model): they name the model, never a path; the log has those.
+    """
     as_path = Path(name).expanduser()
     if _is_model_dir(as_path):
         return as_path
@@ -68,21 +77,25 @@ def resolve_model(name: str, data_dirs: tuple[Path, ...], local_files_only: bool
     bundled = bundled_model_path()
     if name == BUNDLED_MODEL and bundled is not None:
         return bundled
+    shown = public_name(name)
     if local_files_only:
+        _LOGGER.error("Speech-to-text model %s is in none of %s", name, ", ".join(map(str, data_dirs)) or "no dirs")
         raise ModelNotFoundError(
-            f"speech-to-text model {name!r} is not in {', '.join(map(str, data_dirs)) or 'any data dir'} "
-            "and downloads are off (--local-files-only)"
+            f"speech-to-text model {shown!r} is not in the data dirs and downloads are off (--local-files-only)"
         )
     if not data_dirs:
-        raise ModelNotFoundError(f"speech-to-text model {name!r} is not local and no --data-dir receives downloads")
+        raise ModelNotFoundError(f"speech-to-text model {shown!r} is not local and no --data-dir receives downloads")
     from faster_whisper.utils import download_model
 
     target = data_dirs[0] / name.replace("/", "--")
     _LOGGER.info("Downloading speech-to-text model %s to %s", name, target)
     try:
         return Path(download_model(repo_id_for(name), output_dir=str(target)))
+    except ModelNotFoundError:
+        raise
     except Exception as err:
-        raise ModelNotFoundError(f"could not download speech-to-text model {name!r}: {err}") from err
+        _LOGGER.error("Downloading speech-to-text model %s to %s failed: %s", name, target, err)
+        raise ModelNotFoundError(f"could not download speech-to-text model {shown!r} (see the server log)") from err
 
 
 def is_english_only(name: str, path: Path | None = None) -> bool:
@@ -171,11 +184,11 @@ class SpeechToText:
         self.manager = manager
         self.data_dirs = data_dirs
         self.local_files_only = local_files_only
-        self.model_name = settings.model
+        self.model_name = public_name(settings.model)  # what clients see and send; never a path
         self.key = f"stt:{settings.model}"
 
     def _load(self) -> WhisperTranscriber:
-        path = resolve_model(self.model_name, self.data_dirs, self.local_files_only)
+        path = resolve_model(self.settings.model, self.data_dirs, self.local_files_only)
         return WhisperTranscriber(self.model_name, path, self.settings)
 
     async def preload(self) -> None:
