@@ -7,7 +7,9 @@ Against the real server started as a child process (HTTP only, bundled tiny.en a
   (more requests than workers + queue size are refused with 429 on purpose);
 - POST /v1/audio/speech of a 3-sentence answer: time to the first byte and to the last, for pcm and mp3,
   one request at a time, the piece cache off (--tts-cache-mb 0) so every piece is synthesized;
-- the server's peak RSS.
+- the server's peak RSS;
+- in this process first: the peak RSS that decoding one upload adds, for a ~100 kB FLAC of 590 s of silence
+  (the decoder's share of that attack; the whole request path is measured by script/bench attack).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import sys
 import time
 import wave
@@ -31,6 +34,55 @@ ANSWER = (
     "Sure, I turned on the kitchen lights and set the thermostat to 21 degrees. "
     "Tomorrow will be sunny with a high of 18. Is there anything else I can do for you?"
 )
+
+
+def silent_flac(seconds: int, rate: int = 48000) -> bytes:
+    """A stereo FLAC of digital silence: ~100 kB that decode to `seconds` of audio."""
+    import av
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate, layout="stereo")
+        block = np.zeros((1, rate * 2), dtype="<i2")
+        for second in range(seconds):
+            frame = av.AudioFrame.from_ndarray(block, format="s16", layout="stereo")
+            frame.sample_rate = rate
+            frame.pts = second * rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def decode_peak() -> None:
+    """Peak RSS added by decode_upload of the silent FLAC, in this process (VmHWM reset through clear_refs)."""
+    from wyoming_minerva.http.codecs import decode_upload
+
+    data = silent_flac(590)
+    decode_upload(silent_flac(1), 600.0)  # imports and FFmpeg's first allocations are not the figure
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        print("decode: cannot reset the peak RSS here (/proc/self/clear_refs); figure skipped")
+        return
+    before = rss_mib()
+    started = time.perf_counter()
+    decoded = decode_upload(data, 600.0)
+    took = time.perf_counter() - started
+    added = peak_rss_mib(os.getpid()) - before
+    print(
+        f"decode: FLAC {len(data) / 1000:.0f} kB → {decoded.seconds:.0f} s at 16 kHz "
+        f"({decoded.samples.nbytes / 1048576:.0f} MiB float32): peak RSS +{added:.0f} MiB, {took:.1f} s"
+    )
 
 
 def wav(pcm: bytes, rate: int) -> bytes:
@@ -118,6 +170,7 @@ async def main() -> None:
     parser.add_argument("server_args", nargs="*", help="extra wyoming-minerva flags (after --)")
     args = parser.parse_args()
 
+    decode_peak()
     speech = Speech()
     pcm = speech.say(COMMAND) + speech.silence(0.3)
     upload = wav(pcm, speech.rate)

@@ -210,11 +210,12 @@ async def test_bad_events_get_error_events_and_the_session_survives(server: Serv
 
 
 async def test_api_key_and_intent(server: Served) -> None:
-    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.exceptions import ConnectionClosed
 
-    with pytest.raises((InvalidStatus, ConnectionClosed)):  # no key: refused at the handshake
+    with pytest.raises(ConnectionClosed) as refused:  # no key: closed with 1008 before anything else
         async with connect(server.url("/v1/realtime?intent=transcription")) as ws:
             await ws.recv()
+    assert refused.value.rcvd is not None and refused.value.rcvd.code == 1008
     headers = {"Authorization": f"Bearer {KEY}"}
     async with connect(server.url("/v1/realtime?intent=conversation"), additional_headers=headers) as ws:
         event = await receive_json(ws)
@@ -225,14 +226,15 @@ async def test_api_key_and_intent(server: Served) -> None:
 
 
 async def test_browser_clients_send_the_key_as_a_subprotocol(server: Served) -> None:
-    from websockets.exceptions import InvalidStatus
+    from websockets.exceptions import ConnectionClosed
 
     url = server.url("/v1/realtime?intent=transcription")
     async with connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"]) as ws:
         assert (await receive_json(ws))["type"] in ("session.created", "transcription_session.created")
-    with pytest.raises(InvalidStatus):
+    with pytest.raises(ConnectionClosed) as closed:  # a browser sees the 1008 close (a refused handshake: 1006)
         async with connect(url, subprotocols=["realtime", "openai-insecure-api-key.wrong"]) as ws:
             await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
 
 async def test_a_client_that_vanishes_mid_utterance(server: Served, speech: Speech) -> None:

@@ -235,8 +235,12 @@ async def test_a_voice_given_as_a_path(tmp_path: Path) -> None:
         assert tts.default_voice == "my-voice"
         speech = await tts.open()
         assert speech.voice.languages == ("nl_NL",)
-        with pytest.raises(UnknownVoiceError, match=r"needs the \.onnx"):
-            await tts.open(str(tmp_path / "missing.onnx"))
+        assert (await tts.open("my-voice")).voice.name == "my-voice"  # clients name it
+        with pytest.raises(UnknownVoiceError, match="chosen by name"):  # and never give paths
+            await tts.open(str(model))
+    async with facade(settings=TtsSettings(voice=str(tmp_path / "missing.onnx"))) as (tts, _):
+        with pytest.raises(UnknownVoiceError, match=r"--voice file is missing \(it needs the \.onnx"):
+            tts.check_defaults()
 
 
 async def test_default_speaker_applies_to_the_default_voice_only(tmp_path: Path) -> None:

@@ -144,7 +144,15 @@ class App:
         self._tts()
         self._wake()
         app = create_app(self.settings, self.engines, self.manager)
-        server = HttpServer(app, http.host, http.port, self.settings.shutdown_grace_seconds, self.settings.debug)
+        server = HttpServer(
+            app,
+            http.host,
+            http.port,
+            self.settings.shutdown_grace_seconds,
+            self.settings.debug,
+            header_timeout=http.header_timeout_seconds,
+            max_connections=http.max_connections,
+        )
         try:
             await server.start()
         except OSError as err:

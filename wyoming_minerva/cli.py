@@ -297,6 +297,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="audio requests (uploads, syntheses) in progress at once; more get 429 (default 0 = workers + queue size)",
     )
     g.add_argument(
+        "--http-body-timeout",
+        type=float,
+        default=HttpSettings.body_timeout_seconds,
+        metavar="SECONDS",
+        help="time a request body has to arrive, plus 1 s per 64 KiB received; slower ones get 408 (default 30)",
+    )
+    g.add_argument(
+        "--http-header-timeout",
+        type=float,
+        default=HttpSettings.header_timeout_seconds,
+        metavar="SECONDS",
+        help="time a request's headers have to arrive; then the connection is closed (default 10)",
+    )
+    g.add_argument(
+        "--http-max-connections",
+        type=int,
+        default=HttpSettings.max_connections,
+        help="open HTTP connections, WebSockets included; more get 503 (default 256)",
+    )
+    g.add_argument(
         "--openai-voice",
         action="append",
         metavar="NAME=VOICE[:SPEAKER]",
@@ -391,6 +411,9 @@ def _http(value: str | None, any_service: bool, args: argparse.Namespace) -> Htt
         "max_upload_mb": args.max_upload_mb,
         "max_audio_seconds": args.http_max_audio_seconds,
         "max_concurrency": args.http_max_concurrency,
+        "body_timeout_seconds": args.http_body_timeout,
+        "header_timeout_seconds": args.http_header_timeout,
+        "max_connections": args.http_max_connections,
         "voice_map": parse_voice_map(args.openai_voice or ()),
     }
     if value is None:

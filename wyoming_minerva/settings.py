@@ -121,12 +121,19 @@ class HttpSettings:
     max_audio_seconds: float = 600.0  # longest decoded upload for /v1/audio/transcriptions
     max_concurrency: int = 0  # audio requests in progress at once; 0 = workers + queue size
     voice_map: tuple[tuple[str, str], ...] = ()  # OpenAI voice name → "VOICE[:SPEAKER]"; unmapped = default voice
+    body_timeout_seconds: float = 30.0  # a request body's time to arrive (+1 s per 64 KiB received); then 408
+    header_timeout_seconds: float = 10.0  # a request's headers' time to arrive; then the connection is closed
+    max_connections: int = 256  # open connections (WebSockets included); beyond: 503
 
     def validate(self) -> None:
         if self.max_upload_mb <= 0 or self.max_audio_seconds <= 0:
             raise ConfigError("--max-upload-mb and --http-max-audio-seconds must be positive")
         if self.max_concurrency < 0:
             raise ConfigError("--http-max-concurrency must not be negative")
+        if self.body_timeout_seconds <= 0 or self.header_timeout_seconds <= 0:
+            raise ConfigError("--http-body-timeout and --http-header-timeout must be positive")
+        if self.max_connections < 1:
+            raise ConfigError("--http-max-connections must be at least 1")
 
 
 @dataclass(frozen=True)

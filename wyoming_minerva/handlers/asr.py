@@ -46,15 +46,15 @@ def asr_info(stt: SpeechToText, settings: AsrSettings) -> Info:
         asr=[
             AsrProgram(
                 name=program.name,
-                description=f"Whisper {program.model} ({'multilingual' if program.multilingual else 'English'}, "
+                description=f"Whisper {program.name} ({'multilingual' if program.multilingual else 'English'}, "
                 f"{program.engine})",
                 attribution=WHISPER_ATTRIBUTION,
                 installed=True,
                 version=VERSION,
                 models=[
                     AsrModel(
-                        name=program.model,
-                        description=f"Whisper {program.model}",
+                        name=program.name,  # never the operator's path
+                        description=f"Whisper {program.name}",
                         attribution=WHISPER_ATTRIBUTION,
                         installed=True,
                         version=VERSION,

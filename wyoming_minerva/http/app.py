@@ -1,7 +1,7 @@
 """create_app(settings, engines, manager): the FastAPI app, one module per area of routes.
 
 Middleware, outermost first: CORS (answers preflights itself), metrics (sees every status), the request
-guard (API key, body cap, concurrency: before the body is read), then the routes.
+guard (API key, body cap and timeout, concurrency once the body is complete), then the routes.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ def create_app(settings: Settings, engines: EngineSet, manager: ModelManager) ->
     stream_routes.install(app)  # WebSocket speech-to-text and speech, wake events (issue 7)
 
     max_body = int(http.max_upload_mb * 1024 * 1024) + BODY_SLACK_BYTES
-    app.add_middleware(RequestGuard, api_key=http.api_key, max_body_bytes=max_body, gate=gate)
+    app.add_middleware(
+        RequestGuard, api_key=http.api_key, max_body_bytes=max_body, gate=gate, body_timeout=http.body_timeout_seconds
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if http.cors_origins:
         wildcard = "*" in http.cors_origins

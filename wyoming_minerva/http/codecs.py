@@ -1,8 +1,8 @@
 """Audio in and out of the HTTP API with PyAV, all in memory.
 
-- Uploads (any common container/codec) → 16 kHz mono float32, stopping at the duration cap, so a small
-  file that decodes to hours of audio costs no more than the cap. Only real audio/video demuxers are
-  allowed (no playlists or concat lists that would make FFmpeg open other files or URLs).
+- Uploads (any common container/codec) → 16 kHz mono float32, decoded frame by frame into one buffer sized
+  by the duration cap, so a small file that decodes to hours of audio costs no more than the cap. Only real
+  audio/video demuxers are allowed (no playlists or concat lists that would make FFmpeg open other files or URLs).
 - Speech PCM → wav/pcm/mp3/opus/aac/flac, encoded piece by piece so each sentence can be sent as it is made.
 Both are blocking: call them on the inference executor / a thread, never on the event loop.
 """
@@ -51,7 +51,12 @@ class DecodedAudio:
 
 
 def decode_upload(data: bytes, max_seconds: float, vad_aggressiveness: int = 2) -> DecodedAudio:
-    """Blocking. AudioFormatError (not audio), InvalidAudioError (corrupt), AudioTooLongError (over the cap)."""
+    """Blocking. AudioFormatError (not audio), InvalidAudioError (corrupt), AudioTooLongError (over the cap).
+
+    Frames are decoded and resampled one at a time straight into one float32 buffer of the cap's size: a tiny
+    file that decodes to minutes holds that buffer and a frame, never a list of pieces plus their concatenation.
+    The buffer is allocated, not written: only the pages the audio really fills become resident.
+    """
     if not data:
         raise EmptyUploadError("the uploaded file is empty")
     try:
@@ -61,7 +66,7 @@ def decode_upload(data: bytes, max_seconds: float, vad_aggressiveness: int = 2) 
             "the upload is not a supported audio file (wav, mp3, ogg/opus, webm, flac, m4a, aac, …)"
         ) from err
     limit = int(max_seconds * STT_RATE)
-    chunks: list[np.ndarray] = []
+    audio = np.empty(limit, dtype=np.float32)
     total = 0
     with container:
         if not container.streams.audio:
@@ -72,15 +77,15 @@ def decode_upload(data: bytes, max_seconds: float, vad_aggressiveness: int = 2) 
             for frame in _frames_then_flush(container, stream):
                 for out in resampler.resample(frame):
                     samples = out.to_ndarray().reshape(-1)
-                    total += len(samples)
-                    if total > limit:
+                    if total + len(samples) > limit:
                         raise AudioTooLongError(f"the audio is longer than the limit of {max_seconds:g} s")
-                    chunks.append(samples)
+                    audio[total : total + len(samples)] = samples
+                    total += len(samples)
         except (av.FFmpegError, ValueError) as err:
             raise InvalidAudioError(f"the audio could not be decoded: {err}") from err
     if total == 0:
         raise InvalidAudioError("the upload contains no audio samples")
-    audio = np.concatenate(chunks).astype(np.float32, copy=False)
+    audio = audio[:total]
     return DecodedAudio(audio, has_speech(audio, vad_aggressiveness))
 
 
@@ -90,15 +95,21 @@ def _frames_then_flush(container: Any, stream: Any) -> Iterator[Any]:
     yield None
 
 
+VAD_BLOCK_FRAMES = 100  # 3 s of audio converted to 16-bit at a time: memory stays small for any length
+
+
 def has_speech(audio: np.ndarray, aggressiveness: int = 2) -> bool:
-    """True as soon as webrtcvad hears SPEECH_START_FRAMES speech frames in a row."""
+    """True as soon as webrtcvad hears SPEECH_START_FRAMES speech frames in a row (read block by block)."""
     vad = WebRtcVad(aggressiveness)
-    pcm = float_to_pcm16(audio)
+    frame_samples = FRAME_BYTES // 2
+    block = frame_samples * VAD_BLOCK_FRAMES
     run = 0
-    for offset in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
-        run = run + 1 if vad.is_speech(pcm[offset : offset + FRAME_BYTES]) else 0
-        if run >= SPEECH_START_FRAMES:
-            return True
+    for start in range(0, len(audio) - frame_samples + 1, block):
+        pcm = float_to_pcm16(audio[start : start + block])
+        for offset in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
+            run = run + 1 if vad.is_speech(pcm[offset : offset + FRAME_BYTES]) else 0
+            if run >= SPEECH_START_FRAMES:
+                return True
     return False
 
 

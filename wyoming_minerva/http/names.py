@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..settings import ConfigError
+from ..untrusted import is_plain_name, looks_like_path
 
 # Clients hard-code these (SDK and pipecat defaults among them); each one means "route by language".
 OPENAI_STT_MODELS = (
@@ -65,6 +66,10 @@ def parse_voice_map(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"--openai-voice {item!r}: expected OPENAI_NAME=VOICE[:SPEAKER]")
         if name not in OPENAI_VOICES:
             raise ConfigError(f"--openai-voice {item!r}: {name!r} is not an OpenAI voice ({', '.join(OPENAI_VOICES)})")
+        if looks_like_path(split_voice_target(target).voice or ""):
+            raise ConfigError(
+                f"--openai-voice {item!r}: name an installed voice (put its files in a --data-dir), not a path"
+            )
         pairs[name] = target
     return tuple(sorted(pairs.items()))
 
@@ -104,10 +109,10 @@ def stt_program_name(requested: str | None, programs: Iterable[str]) -> str | No
     for program in programs:
         if name.lower() == program.lower():
             return program
+    if not is_plain_name(name) or _LOCAL_STT_NAME.search(name):  # a path, a hub id, a Whisper size
+        raise UnknownSttModel(name)
     if name in OPENAI_STT_MODELS or name.lower().startswith(("whisper", "gpt-")):
         return None
-    if _LOCAL_STT_NAME.search(name):
-        raise UnknownSttModel(name)
     return None
 
 

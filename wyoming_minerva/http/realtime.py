@@ -45,6 +45,7 @@ from .stream_common import (
     CLOSE_UNAVAILABLE,
     Channel,
     Disconnected,
+    InvalidDataError,
     UnknownMessageError,
     decode_base64,
     parse_message,
@@ -286,6 +287,8 @@ class RealtimeConnection:
             data = parse_message(message)
             event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
             await self._dispatch(data)
+        except InvalidDataError as err:
+            await self.channel.close_invalid(err, error_event(err.code, str(err)))
         except InvalidValueError as err:
             await self.send(error_event(err.code, str(err), err.param, event_id))
         except MinervaError as err:

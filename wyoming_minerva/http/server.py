@@ -1,4 +1,10 @@
-"""uvicorn in the process's own event loop, beside the Wyoming servers (no signal handlers, no reload)."""
+"""uvicorn in the process's own event loop, beside the Wyoming servers (no signal handlers, no reload).
+
+Its limits are set here on purpose, not left to uvicorn's defaults: idle keep-alive connections close after
+KEEP_ALIVE_SECONDS, a request head larger than MAX_HEAD_BYTES is a 400, connections past max_connections
+(WebSockets included) get 503, and a request's headers must arrive within header_timeout (uvicorn has no such
+timeout: HeaderTimedH11 adds it), so clients that trickle headers cannot hold connections forever.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,60 @@ import logging
 import math
 import socket
 from collections.abc import Iterator
+from typing import Any
 
+import h11
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 _LOGGER = logging.getLogger(__name__)
+
+KEEP_ALIVE_SECONDS = 5  # an idle keep-alive connection is closed after this (uvicorn's default, chosen)
+MAX_HEAD_BYTES = 16 * 1024  # request line + headers; browsers send a few KiB
+
+
+def header_timed(timeout: float) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's head, from the connection (or the end of
+    the previous response) to its last header; a connection that misses it is closed."""
+
+    class HeaderTimedH11(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE or self.transport.get_protocol() is not self:
+                self._disarm()  # the head is complete (or the connection became a WebSocket)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self._arm()  # keep-alive: the next request's head has the same time
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = asyncio.get_running_loop().call_later(timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _expire(self) -> None:
+            self._head_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                _LOGGER.debug("HTTP %s: no complete request head within %.0f s; closing", self.client, timeout)
+                self.transport.close()
+
+    return HeaderTimedH11
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -37,7 +92,17 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class HttpServer:
-    def __init__(self, app: ASGIApp, host: str, port: int, grace_seconds: float = 5.0, debug: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        grace_seconds: float = 5.0,
+        debug: bool = False,
+        *,
+        header_timeout: float = 10.0,
+        max_connections: int = 256,
+    ) -> None:
         self.host = host
         self._requested_port = port
         self._socket: socket.socket | None = None
@@ -48,6 +113,10 @@ class HttpServer:
             access_log=debug,
             server_header=False,
             timeout_graceful_shutdown=max(1, math.ceil(grace_seconds)),  # uvicorn takes whole seconds
+            http=header_timed(header_timeout),
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+            limit_concurrency=max_connections,
         )
         self._server = _EmbeddedServer(self._config)
         self._task: asyncio.Task[None] | None = None

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import MinervaError
 from ..tts.piper import SpeechOptions, TextToSpeech
 from ..tts.voices import UnknownSpeakerError, UnknownVoiceError
+from ..untrusted import is_plain_name, quote_name
 from .codecs import SPEECH_FORMATS, SpeechEncoder
 from .deps import Ctx, HttpContext, cancel_on_disconnect
 from .errors import ERROR_RESPONSES, ApiError, ErrorEnvelope
@@ -147,6 +148,8 @@ def _model_voice(model: str, choice: VoiceChoice, tts: TextToSpeech) -> VoiceCho
     kokoro, …) speaks with the requested or default voice."""
     if not is_tts_model(model):
         raise ApiError(400, "model must not be empty", "invalid_value", "model")
+    if not is_plain_name(model):  # a path is never a model: the file is not opened, nor echoed
+        raise ApiError(404, f"unknown model {quote_name(model)}", "model_not_found", "model")
     if choice.voice is not None:
         return choice
     try:

@@ -1,8 +1,9 @@
 """What every WebSocket route shares: bounded reads, JSON checks with clear error codes, serialised writes.
 
 A bad message (malformed JSON, an unknown type, a frame over --realtime-max-frame-bytes, audio before the
-start message) gets an error message and the connection stays open; a vanished client ends the route, whose
-`finally` closes its session so no task outlives the socket.
+start message) gets an error message and the connection stays open; JSON no client sends (a number past
+Python's 4,300 digits, nesting deeper than MAX_JSON_DEPTH) gets the error and a 1007 close. A vanished client
+ends the route, whose `finally` closes its session so no task outlives the socket.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from starlette.requests import Request
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -29,10 +30,12 @@ from .deps import HttpContext
 _LOGGER = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
+CLOSE_INVALID_DATA = 1007  # JSON beyond any real client's (huge numbers, deep nesting)
 CLOSE_POLICY = 1008  # a client that broke the protocol beyond repair (e.g. never reads)
 CLOSE_UNAVAILABLE = 1011  # the engine this route needs is not running
 CLOSE_TRY_AGAIN = 1013  # session_limit: come back later
 CLOSE_TIMEOUT_SECONDS = 2.0  # a client that does not read gets its error and close this long, no longer
+MAX_JSON_DEPTH = 16  # objects/arrays inside each other; the deepest real message (a Realtime session) has 5
 
 
 class FrameTooLargeError(BadRequestError):
@@ -45,6 +48,12 @@ class BadJsonError(BadRequestError):
     """A text message that is not a JSON object."""
 
     code = "bad_json"
+
+
+class InvalidDataError(BadJsonError):
+    """JSON that parses only by costing the server (huge integers, deep nesting): the connection is closed (1007)."""
+
+    code = "invalid_data"
 
 
 class UnknownMessageError(BadRequestError):
@@ -111,6 +120,11 @@ class Channel:
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self.closed = True  # the client is gone; the reader notices and ends the route
 
+    async def close_invalid(self, err: InvalidDataError, last: dict[str, Any]) -> NoReturn:
+        """Send `last` (the error), close with 1007 and end the route (Disconnected)."""
+        await self.close(CLOSE_INVALID_DATA, str(err), last)
+        raise Disconnected
+
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "", last: dict[str, Any] | None = None) -> None:
         """Send `last` (an error, say) and close, giving a client that does not read a few seconds at most."""
         if self.closed or self.websocket.client_state != WebSocketState.CONNECTED:
@@ -126,16 +140,36 @@ class Channel:
 
 
 def parse_message(text: str) -> dict[str, Any]:
-    """A JSON object with a string `type`, or BadJsonError."""
+    """A JSON object with a string `type`; BadJsonError, or InvalidDataError for JSON beyond the limits."""
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as err:
+    except json.JSONDecodeError as err:
         raise BadJsonError(f"not valid JSON: {err}") from err
+    except RecursionError as err:
+        raise InvalidDataError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from err
+    except ValueError as err:  # an integer past Python's limit of 4,300 digits
+        raise InvalidDataError("a JSON number with too many digits") from err
+    if _nested_deeper_than(data, MAX_JSON_DEPTH):
+        raise InvalidDataError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(data, dict):
         raise BadJsonError("a message must be a JSON object")
     if not isinstance(data.get("type"), str):
         raise BadJsonError("a message needs a string 'type'")
     return data
+
+
+def _nested_deeper_than(value: object, limit: int) -> bool:
+    """Without recursion: deep values would otherwise blow the stack later (repr in an error message, say)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def decode_base64(value: object, field: str = "audio") -> bytes:

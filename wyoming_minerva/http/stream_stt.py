@@ -43,6 +43,7 @@ from .stream_common import (
     CLOSE_UNAVAILABLE,
     Channel,
     Disconnected,
+    InvalidDataError,
     NotStartedError,
     UnknownMessageError,
     bool_field,
@@ -96,6 +97,8 @@ class StreamConnection:
                     message = await self.channel.receive()
                     if not await self._handle(message):
                         break
+                except InvalidDataError as err:
+                    await self.channel.close_invalid(err, error(err.code, str(err)))
                 except MinervaError as err:
                     await self.channel.send_json(error(err.code, str(err)))
         except Disconnected:

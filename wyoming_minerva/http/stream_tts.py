@@ -31,6 +31,7 @@ from .stream_common import (
     CLOSE_UNAVAILABLE,
     Channel,
     Disconnected,
+    InvalidDataError,
     StreamContext,
     UnknownMessageError,
     int_field,
@@ -92,6 +93,8 @@ class TtsConnection:
             while True:
                 try:
                     await self._handle(await self.channel.receive())
+                except InvalidDataError as err:
+                    await self.channel.close_invalid(err, {"type": "error", "code": err.code, "message": str(err)})
                 except MinervaError as err:
                     await self.channel.send_json({"type": "error", "code": err.code, "message": str(err)})
         except Disconnected:

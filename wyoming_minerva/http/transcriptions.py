@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from ..errors import BadRequestError, MinervaError
 from ..stt.engine import Segment, TranscriptionInfo, TranscriptionOptions
 from ..stt.service import SpeechToText
+from ..untrusted import quote_name
 from . import response_formats
 from .codecs import DecodedAudio, decode_upload
 from .deps import Ctx, HttpContext, cancel_on_disconnect
@@ -165,7 +166,10 @@ def _program(model: str, stt: SpeechToText) -> str | None:
     except UnknownSttModel as err:
         names = ", ".join((*(p.name for p in stt.programs), *OPENAI_STT_MODELS))
         raise ApiError(
-            404, f"model {model!r} is not installed; this server transcribes with: {names}", "model_not_found", "model"
+            404,
+            f"model {quote_name(model)} is not installed; this server transcribes with: {names}",
+            "model_not_found",
+            "model",
         ) from err
 
 
@@ -175,7 +179,9 @@ def _language(language: str | None) -> str | None:
         return None
     value = language.strip()
     if not _LANGUAGE.match(value):
-        raise ApiError(400, f"language {language!r} is not an ISO-639-1 code like 'en'", "invalid_value", "language")
+        raise ApiError(
+            400, f"language {quote_name(language)} is not an ISO-639-1 code like 'en'", "invalid_value", "language"
+        )
     return re.split(r"[-_]", value)[0].lower()
 
 

@@ -30,6 +30,7 @@ from .stream_common import (
     CLOSE_UNAVAILABLE,
     Channel,
     Disconnected,
+    InvalidDataError,
     NotStartedError,
     UnknownMessageError,
     int_field,
@@ -144,6 +145,8 @@ class DetectConnection:
                 try:
                     if not await self._handle(await self.channel.receive()):
                         return
+                except InvalidDataError as err:
+                    await self.channel.close_invalid(err, {"type": "error", "code": err.code, "message": str(err)})
                 except MinervaError as err:
                     await self.channel.send_json({"type": "error", "code": err.code, "message": str(err)})
         except Disconnected:

@@ -36,7 +36,9 @@ class ProgramSpec:
 
     @property
     def name(self) -> str:
-        return self.model if self.engine == DEFAULT_ENGINE else f"{self.engine}:{self.model}"
+        """What clients see and send: a path the operator gave shows as its folder's name, never the path."""
+        shown = self.model.rstrip("/").rsplit("/", 1)[-1] if self.model.startswith(("/", ".", "~")) else self.model
+        return shown if self.engine == DEFAULT_ENGINE else f"{self.engine}:{shown}"
 
 
 @dataclass(frozen=True)

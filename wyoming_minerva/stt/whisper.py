@@ -46,6 +46,11 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or (os.sep in name and not _HF_ID.match(name))
 
 
+def public_name(model: str) -> str:
+    """The name a model is shown and asked for by: a path given by the operator shows as its folder's name."""
+    return Path(model).expanduser().name if _looks_like_path(model) else model
+
+
 def _find_local(name: str, data_dirs: tuple[Path, ...]) -> Path | None:
     as_path = Path(name).expanduser()
     if _looks_like_path(name):
@@ -66,14 +71,13 @@ def check_model(name: str, data_dirs: tuple[Path, ...], local_files_only: bool) 
     is not local while downloads are off. A lookup only: nothing is loaded, assembled or downloaded."""
     if _find_local(name, data_dirs) is not None:
         return
-    if _looks_like_path(name):
+    if _looks_like_path(name):  # the operator's own path: said at start, never to a client
         raise ModelNotFoundError(f"no faster-whisper model folder (model.bin + config.json) at {name}")
     if name == MULTILINGUAL_MODEL and multilingual_parts() is not None:
         return
     if local_files_only:
         raise ModelNotFoundError(
-            f"speech-to-text model {name!r} is not in {', '.join(map(str, data_dirs)) or 'any data dir'} "
-            "and downloads are off (--local-files-only)"
+            f"speech-to-text model {name!r} is not in the data dirs and downloads are off (--local-files-only)"
         )
     repo_id_for(name)
 
@@ -83,27 +87,32 @@ def resolve_model(name: str, data_dirs: tuple[Path, ...], local_files_only: bool
     local = _find_local(name, data_dirs)
     if local is not None:
         return local
+    shown = public_name(name)  # errors reach clients (a request loads the model): a name, never a path
     if _looks_like_path(name):
-        raise ModelNotFoundError(f"no faster-whisper model folder (model.bin + config.json) at {name}")
+        _LOGGER.error("No faster-whisper model folder (model.bin + config.json) at %s", name)
+        raise ModelNotFoundError(f"speech-to-text model {shown!r} is missing (see the server log)")
     if name == MULTILINGUAL_MODEL:
         assembled = assemble_multilingual(data_dirs)
         if assembled is not None:
             return assembled
     if local_files_only:
+        _LOGGER.error("Speech-to-text model %s is in none of %s", name, ", ".join(map(str, data_dirs)) or "no dirs")
         raise ModelNotFoundError(
-            f"speech-to-text model {name!r} is not in {', '.join(map(str, data_dirs)) or 'any data dir'} "
-            "and downloads are off (--local-files-only)"
+            f"speech-to-text model {shown!r} is not in the data dirs and downloads are off (--local-files-only)"
         )
     if not data_dirs:
-        raise ModelNotFoundError(f"speech-to-text model {name!r} is not local and no --data-dir receives downloads")
+        raise ModelNotFoundError(f"speech-to-text model {shown!r} is not local and no --data-dir receives downloads")
     from faster_whisper.utils import download_model
 
     target = data_dirs[0] / name.replace("/", "--")
     _LOGGER.info("Downloading speech-to-text model %s to %s", name, target)
     try:
         return Path(download_model(repo_id_for(name), output_dir=str(target)))
+    except ModelNotFoundError:
+        raise
     except Exception as err:
-        raise ModelNotFoundError(f"could not download speech-to-text model {name!r}: {err}") from err
+        _LOGGER.error("Downloading speech-to-text model %s to %s failed: %s", name, target, err)
+        raise ModelNotFoundError(f"could not download speech-to-text model {shown!r} (see the server log)") from err
 
 
 def is_english_only(name: str, path: Path | None = None) -> bool:

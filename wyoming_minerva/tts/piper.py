@@ -23,6 +23,7 @@ from ..audio import AudioFormat, convert_pcm
 from ..errors import InferenceError, MinervaError, QueueFullError
 from ..runtime.manager import ModelManager
 from ..settings import TtsSettings
+from ..untrusted import clean_text, is_plain_name, looks_like_path, quote_name
 from .engine import SynthesisOptions, Synthesizer, VoiceInfo
 from .sentences import DEFAULT_CONFIG, SentenceSplitter, SplitterConfig, SsmlStripper, split_text
 from .support import (
@@ -98,7 +99,8 @@ class PiperSynthesizer:
 
         config = read_voice_config(files.config)
         if config is None:
-            raise UnknownVoiceError(f"{files.config} is not a Piper voice config")
+            _LOGGER.error("%s is not a Piper voice config", files.config)
+            raise UnknownVoiceError(f"voice {files.name} has no valid Piper config")
         options = onnxruntime.SessionOptions()
         options.inter_op_num_threads = 1
         options.enable_mem_pattern = False  # patterns are per input shape, and every sentence has its own
@@ -189,8 +191,8 @@ class TextToSpeech:
             files[bundled.name] = bundled
         files.update(scan_voices(self.data_dirs, lambda config: self._info_for(config) is not None))
         configured = voice_files_for_path(Path(self.settings.voice).expanduser())
-        if configured is not None:
-            files[configured.name] = configured
+        if configured is not None and looks_like_path(self.settings.voice):
+            files[configured.name] = configured  # the operator's voice file, from then on known by its name
         infos = {name: info for name, entry in files.items() if (info := self._info_for(entry.config, name))}
         self._files = {name: files[name] for name in infos}
         self._infos = infos
@@ -217,27 +219,42 @@ class TextToSpeech:
 
     @property
     def default_voice(self) -> str:
-        configured = voice_files_for_path(Path(self.settings.voice).expanduser())
-        if configured is not None:
-            return configured.name
+        if looks_like_path(self.settings.voice):
+            configured = voice_files_for_path(Path(self.settings.voice).expanduser())
+            return configured.name if configured is not None else Path(self.settings.voice).stem
         return match_voice(self.settings.voice, self._infos) or self.settings.voice
 
     def choose(self, voice: str | None = None, language: str | None = None) -> tuple[str, VoiceFiles | None]:
         """The voice a request means: (name, files), files None when it will be downloaded on load.
 
-        UnknownVoiceError (naming the available voices) when nothing matches.
+        `voice` comes from a client: it names an installed voice (data dirs, bundled, the operator's --voice)
+        or a downloadable one, and is never opened as a path. Without it, the operator's --voice (a name or a
+        path). UnknownVoiceError (naming the available voices, never echoing a path) when nothing matches.
         """
         if not voice and language:
             voice = voice_for_language(language, list(self._infos.values()), self.default_voice)
             if voice is None:
                 languages = {code for info in self._infos.values() for code in info.languages}
-                raise UnknownVoiceError(f"no voice speaks {language!r}; available languages: {name_list(languages)}")
-        requested = voice or self.settings.voice
-        if requested.endswith(".onnx") or "/" in requested:
-            files = voice_files_for_path(Path(requested).expanduser())
+                raise UnknownVoiceError(
+                    f"no voice speaks {quote_name(language)}; available languages: {name_list(languages)}"
+                )
+        if voice:
+            return self._named(voice)
+        configured = self.settings.voice
+        if looks_like_path(configured):
+            files = voice_files_for_path(Path(configured).expanduser())
             if files is None:
-                raise UnknownVoiceError(f"no Piper voice at {requested} (needs the .onnx and its .onnx.json)")
+                _LOGGER.error("No Piper voice at %s (needs the .onnx and its .onnx.json)", configured)
+                raise UnknownVoiceError("the --voice file is missing (it needs the .onnx and its .onnx.json)")
             return files.name, files
+        return self._named(configured)
+
+    def _named(self, requested: str) -> tuple[str, VoiceFiles | None]:
+        if not is_plain_name(requested):
+            raise UnknownVoiceError(
+                "voices are chosen by name (file paths are only for the operator's --voice); "
+                f"available: {name_list(self._infos)}"
+            )
         name = match_voice(requested, self._infos)
         if name is None:
             self._rescan()  # a voice copied into a data dir since the last look
@@ -245,7 +262,7 @@ class TextToSpeech:
         if name is not None:
             return name, self._files[name]
         available = name_list(self._infos)
-        if VOICE_PATTERN.match(requested):
+        if VOICE_PATTERN.fullmatch(requested):
             if self.local_files_only:
                 raise UnknownVoiceError(
                     f"voice {requested!r} is not installed and downloads are off (--local-files-only); "
@@ -276,7 +293,7 @@ class TextToSpeech:
 
     def check_text(self, text: str) -> None:
         """EmptyTextError / TextTooLongError before anything is synthesized (HTTP: before the first byte)."""
-        if not text or not text.strip():
+        if not text or not clean_text(text).strip():
             raise EmptyTextError("text is empty")
         if len(text) > self.settings.max_text_chars:
             raise TextTooLongError(
@@ -286,6 +303,7 @@ class TextToSpeech:
     def pieces(self, text: str, text_format: str | None = None) -> list[str]:
         """The pieces a whole text is spoken in; errors for empty, too long or unspeakable text."""
         self.check_text(text)
+        text = clean_text(text)  # control characters and non-characters would fail synthesis
         if text_format_of(text_format) == "ssml":
             stripper = SsmlStripper()
             text = stripper.feed(text) + stripper.finish()
@@ -401,12 +419,13 @@ class Speech:
             ssml = SsmlStripper() if text_format_of(text_format) == "ssml" else None
             splitter = SentenceSplitter(self._tts.splitter)
             limit, total = self._tts.settings.max_text_chars, 0
-            async for delta in text:
-                total += len(delta)
+            async for raw in text:
+                total += len(raw)
                 if total > limit:
                     raise TextTooLongError(
                         f"the streamed text passed the limit of {limit} characters (--max-text-chars)"
                     )
+                delta = clean_text(raw)
                 for piece in splitter.feed(ssml.feed(delta) if ssml else delta):
                     yield await self._speak(piece)
             for piece in splitter.feed(ssml.finish()) + splitter.finish() if ssml else splitter.finish():

@@ -1,6 +1,7 @@
-"""Piper voices: find them (bundled, data dirs, a path), match what a client asks for, download when allowed.
+"""Piper voices: find them (bundled, data dirs, the operator's path), match what a client names, download when allowed.
 
-Pure functions and plain file reads; loading and synthesis live in piper.py.
+Pure functions and plain file reads; loading and synthesis live in piper.py. A client's name only ever matches
+an installed voice or a downloadable name (DOWNLOADABLE_VOICE): it is never a path.
 """
 
 from __future__ import annotations
@@ -18,17 +19,22 @@ from urllib.error import URLError
 from urllib.request import urlopen
 
 from piper.download_voices import URL_FORMAT
-from piper.download_voices import VOICE_PATTERN as _PIPER_VOICE_PATTERN
 
 from ..errors import BadRequestError, ModelNotFoundError
+from ..untrusted import quote_name
 from .engine import VoiceInfo
 
 _LOGGER = logging.getLogger(__name__)
 
 BUNDLED_VOICE = "en_US-joe-medium"
-# Where piper's own downloader fetches voices, and the names it accepts; the URL is overridable (mirrors, tests).
+# Where piper's own downloader fetches voices; the URL is overridable (mirrors, tests).
 VOICE_URL_FORMAT: str = URL_FORMAT
-VOICE_PATTERN: re.Pattern[str] = _PIPER_VOICE_PATTERN
+# The names of the voice catalog (en_US-lessac-medium, zh_CN-huayan-x_low). Stricter than piper's own pattern,
+# which lets "en_US-a/../../x-medium" through: a name becomes a URL and a file name in the data dir.
+VOICE_PATTERN: re.Pattern[str] = re.compile(
+    r"(?P<lang_family>[a-z]{2,3})_(?P<lang_region>[A-Za-z0-9]{2,3})-(?P<voice_name>[A-Za-z0-9_]{1,64})"
+    r"-(?P<voice_quality>x_low|low|medium|high)"
+)
 _SCAN_DEPTH = 2  # data_dir/*.onnx and data_dir/<folder>/*.onnx
 _MAX_LISTED = 12  # names listed in an error before "and N more"
 
@@ -206,10 +212,10 @@ def name_list(names: Iterable[str]) -> str:
 
 def download_voice(name: str, dest_dir: Path, url_format: str = VOICE_URL_FORMAT, timeout: float = 60.0) -> VoiceFiles:
     """Fetch a voice the way piper's downloader does, but atomically: a failed download leaves nothing behind."""
-    match = VOICE_PATTERN.match(name)
+    match = VOICE_PATTERN.fullmatch(name)
     if match is None:
         raise UnknownVoiceError(
-            f"voice {name!r} is not installed and is not a downloadable name like en_US-lessac-medium"
+            f"voice {quote_name(name)} is not installed and is not a downloadable name like en_US-lessac-medium"
         )
     fields = {
         "lang_family": match["lang_family"],
@@ -229,7 +235,10 @@ def download_voice(name: str, dest_dir: Path, url_format: str = VOICE_URL_FORMAT
             partial.replace(target)
         except (URLError, OSError) as err:
             partial.unlink(missing_ok=True)
-            raise UnknownVoiceError(f"voice {name!r} is not installed and could not be downloaded: {err}") from err
+            _LOGGER.warning("Downloading voice %s from %s into %s failed: %s", name, url, dest_dir, err)
+            raise UnknownVoiceError(
+                f"voice {name!r} is not installed and could not be downloaded (see the server log)"
+            ) from err
     files = VoiceFiles(name, dest_dir / f"{name}.onnx", dest_dir / f"{name}.onnx.json")
     if read_voice_config(files.config) is None:
         raise UnknownVoiceError(f"downloaded voice {name!r} has no valid config")
