@@ -25,6 +25,7 @@ from .settings import (
     TtsSettings,
     WakeSettings,
     WyomingLimits,
+    default_threads,
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -91,13 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--workers",
         type=int,
-        default=max(1, min(4, os.cpu_count() or 1)),
+        default=default_threads(),
         help="inference threads shared by every service (default: CPU count, at most 4)",
     )
     g.add_argument(
         "--queue-size",
         type=int,
-        default=16,
+        default=Settings.queue_size,
         help="inference jobs that may wait for a worker before requests are refused with queue_full (default 16)",
     )
     g.add_argument(
@@ -139,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--stt-cpu-threads",
         type=int,
-        default=max(1, min(4, os.cpu_count() or 1)),
+        default=default_threads(),
         help="CTranslate2 threads per decode (default: CPU count, at most 4; 0 = CTranslate2's choice)",
     )
     g.add_argument("--stt-initial-prompt", help="text that biases decoding (names, spelling)")

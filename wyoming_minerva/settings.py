@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -13,6 +14,11 @@ DEFAULT_ASR_PORT = 10300
 DEFAULT_TTS_PORT = 10200
 DEFAULT_WAKE_PORT = 10400
 DEFAULT_HTTP_PORT = 10800
+
+
+def default_threads() -> int:
+    """Inference workers and threads per decode: the CPU count, at most 4 (more only adds contention)."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 class ConfigError(MinervaError):
@@ -69,7 +75,7 @@ class AsrSettings:
     beam_size: int = 1
     compute_type: str = "int8"
     device: str = "cpu"
-    cpu_threads: int = 0  # 0 = let CTranslate2 decide
+    cpu_threads: int = field(default_factory=default_threads)  # 0 = let CTranslate2 decide
     initial_prompt: str | None = None
     endpointing: bool = True
     endpoint_silence_ms: int = 400
@@ -188,7 +194,7 @@ class Settings:
     local_files_only: bool = False
     debug: bool = False
     log_format: str = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    workers: int = 2
+    workers: int = field(default_factory=default_threads)
     queue_size: int = 16
     preload: bool = False
     idle_unload_seconds: float = 0.0  # 0 = keep models loaded
