@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .budget import AudioBudget
 from .discovery import Advertiser, Endpoint
@@ -41,7 +41,6 @@ class Engines:
     stt: SpeechToText | None = None
     tts: TextToSpeech | None = None
     wake: WakeWords | None = None
-    extras: dict[str, object] = field(default_factory=dict)
 
 
 class App:

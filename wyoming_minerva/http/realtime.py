@@ -64,7 +64,7 @@ SUBPROTOCOL = "realtime"  # browsers send ["realtime", "openai-insecure-api-key.
 SERVER_ERROR_CODES = frozenset({"session_limit", "queue_full", "inference_failed", "internal_error"})
 
 
-def error_event(code: str, message: str, param: str | None = None, event_id: str | None = None) -> dict[str, Any]:
+def realtime_error(code: str, message: str, param: str | None = None, event_id: str | None = None) -> dict[str, Any]:
     kind = "server_error" if code in SERVER_ERROR_CODES else "invalid_request_error"
     return {
         "type": "error",
@@ -268,7 +268,7 @@ class RealtimeConnection:
                 try:
                     message = await self.channel.receive()
                 except MinervaError as err:
-                    await self.send(error_event(err.code, str(err)))
+                    await self.send(realtime_error(err.code, str(err)))
                     continue
                 await self._handle(message)
         except Disconnected:
@@ -288,11 +288,11 @@ class RealtimeConnection:
             event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
             await self._dispatch(data)
         except InvalidDataError as err:
-            await self.channel.close_invalid(err, error_event(err.code, str(err)))
+            await self.channel.close_invalid(err, realtime_error(err.code, str(err)))
         except InvalidValueError as err:
-            await self.send(error_event(err.code, str(err), err.param, event_id))
+            await self.send(realtime_error(err.code, str(err), err.param, event_id))
         except MinervaError as err:
-            await self.send(error_event(err.code, str(err), None, event_id))
+            await self.send(realtime_error(err.code, str(err), None, event_id))
 
     async def _dispatch(self, data: dict[str, Any]) -> None:
         kind = data["type"]
@@ -319,7 +319,7 @@ class RealtimeConnection:
             await self._translate(event)
         if self.session.error is not None:
             err = self.session.error
-            last = error_event(err.code, str(err))
+            last = realtime_error(err.code, str(err))
             await self.channel.close(CLOSE_POLICY, err.code, last)
 
     async def _translate(self, event: LiveEvent) -> None:
@@ -371,11 +371,11 @@ class RealtimeConnection:
                     "type": "conversation.item.input_audio_transcription.failed",
                     "item_id": self.item_id(event.utterance),
                     "content_index": 0,
-                    "error": error_event(event.code, event.message)["error"],
+                    "error": realtime_error(event.code, event.message)["error"],
                 }
             )
         elif isinstance(event, Notice):
-            await self.send(error_event(event.code, event.message))
+            await self.send(realtime_error(event.code, event.message))
 
     async def _delta(self, utterance: int, delta: str) -> None:
         await self.send(
@@ -397,17 +397,17 @@ async def realtime(websocket: WebSocket, intent: str | None = None, model: str |
     channel = Channel(websocket, ctx.settings.max_frame_bytes)
     if intent not in (None, "transcription"):
         message = f"intent {intent!r} is not served here: only ?intent=transcription"
-        await channel.close(CLOSE_POLICY, "unsupported intent", error_event("invalid_value", message, "intent"))
+        await channel.close(CLOSE_POLICY, "unsupported intent", realtime_error("invalid_value", message, "intent"))
         return
     if ctx.hub is None:
-        last = error_event("service_unavailable", "speech-to-text is not available on this server")
+        last = realtime_error("service_unavailable", "speech-to-text is not available on this server")
         await channel.close(CLOSE_UNAVAILABLE, "no speech-to-text", last)
         return
     config = Config(model or "whisper-1")
     try:
         session = ctx.hub.open(config.options(ctx.hub.silence_ms), peer=channel.peer)
     except SessionLimitError as err:
-        await channel.close(CLOSE_TRY_AGAIN, err.code, error_event(err.code, str(err)))
+        await channel.close(CLOSE_TRY_AGAIN, err.code, realtime_error(err.code, str(err)))
         return
     _LOGGER.debug("Realtime %s: session %s", channel.peer, session.id)
     await RealtimeConnection(channel, session, config, ctx.hub.silence_ms).serve()

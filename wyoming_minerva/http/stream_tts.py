@@ -44,7 +44,7 @@ _LOGGER = logging.getLogger(__name__)
 
 router = APIRouter()
 
-FRAME_SAMPLES = 8192  # audio per binary message (a long sentence is split)
+MESSAGE_SAMPLES = 8192  # audio per binary message (a long sentence is split)
 MAX_QUEUED_REQUESTS = 16
 
 
@@ -201,8 +201,8 @@ class TtsConnection:
                 if samples == 0:
                     self.ctx.tts_first_audio.observe(time.perf_counter() - request.received)
                 samples += len(pcm) // 2
-                for offset in range(0, len(pcm), FRAME_SAMPLES * 2):
-                    await self.channel.send_bytes(pcm[offset : offset + FRAME_SAMPLES * 2])
+                for offset in range(0, len(pcm), MESSAGE_SAMPLES * 2):
+                    await self.channel.send_bytes(pcm[offset : offset + MESSAGE_SAMPLES * 2])
             done = {"type": "done", "request": request.number, "audio_ms": samples * 1000 // rate}
             await self.channel.send_json(done)
         except MinervaError as err:
