@@ -204,3 +204,27 @@ async def test_usage_follows_the_model_manager_and_refuses_to_release_a_held_mod
 def test_an_entry_without_known_sizes_has_no_size() -> None:
     entry = CatalogEntry(Kind.VOICE, "v", files=(RemoteFile("a", "http://x/a", 3), RemoteFile("b", "http://x/b")))
     assert entry.size is None
+
+
+# ---- flags -----------------------------------------------------------------------------------------
+
+
+def test_catalog_flags_and_environment() -> None:
+    from wyoming_minerva.catalog import HUGGING_FACE_URL, PIPER_VOICES_URL
+    from wyoming_minerva.cli import parse_settings
+    from wyoming_minerva.settings import ConfigError
+
+    default = parse_settings([], env={}).catalog
+    assert (default.voices_url, default.whisper_hub_url, default.wake_catalog_url) == (
+        PIPER_VOICES_URL,
+        HUGGING_FACE_URL,
+        None,
+    )
+    env = {"MINERVA_WAKE_CATALOG_URL": "http://mirror.lan/wake.json", "MINERVA_CATALOG_URL": "http://env/v.json"}
+    catalog = parse_settings(["--catalog-url", "https://mirror.lan/voices.json"], env=env).catalog
+    assert catalog.voices_url == "https://mirror.lan/voices.json"  # the command line wins
+    assert catalog.wake_catalog_url == "http://mirror.lan/wake.json"
+    assert parse_settings(["--whisper-hub-url", "http://hub.lan"], env={}).catalog.whisper_hub_url == "http://hub.lan"
+    for flag in ("--catalog-url", "--whisper-hub-url", "--wake-catalog-url"):
+        with pytest.raises(ConfigError, match=flag):
+            parse_settings([flag, "file:///etc/passwd"], env={})

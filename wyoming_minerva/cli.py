@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import __version__
+from .catalog import HUGGING_FACE_URL, PIPER_VOICES_URL, CatalogSettings
 from .http.names import parse_voice_map
 from .settings import (
     DEFAULT_ASR_PORT,
@@ -324,6 +325,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="local voice for an OpenAI voice name (alloy, echo, nova…; repeatable; unmapped names use --voice)",
     )
 
+    g = p.add_argument_group("model catalog (installs from the web console and /v1/catalog)")
+    g.add_argument(
+        "--catalog-url",
+        default=PIPER_VOICES_URL,
+        metavar="URL",
+        help="the piper-voices voices.json that lists installable voices; a mirror keeps its layout "
+        "(default: Hugging Face's rhasspy/piper-voices)",
+    )
+    g.add_argument(
+        "--whisper-hub-url",
+        default=HUGGING_FACE_URL,
+        metavar="URL",
+        help=f"where faster-whisper model repositories are listed and fetched (default {HUGGING_FACE_URL})",
+    )
+    g.add_argument(
+        "--wake-catalog-url",
+        metavar="URL",
+        help="a wake word index (JSON, see docs/console.md); default none: only installed wake words are listed",
+    )
+
     g = p.add_argument_group("real-time streaming (WebSocket live speech-to-text)")
     rt = RealtimeSettings
     g.add_argument(
@@ -501,6 +522,11 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
             enabled=not args.no_zeroconf and (args.zeroconf or "").lower() not in _FALSE,
             name=None if (args.zeroconf or "").lower() in _TRUE | _FALSE else args.zeroconf or None,
             host=args.zeroconf_host,
+        ),
+        catalog=CatalogSettings(
+            voices_url=args.catalog_url,
+            whisper_hub_url=args.whisper_hub_url,
+            wake_catalog_url=args.wake_catalog_url or None,
         ),
         realtime=RealtimeSettings(
             max_sessions=args.realtime_max_sessions,

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .catalog import CatalogSettings
 from .errors import MinervaError
 
 DEFAULT_ASR_PORT = 10300
@@ -205,6 +206,7 @@ class Settings:
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
     wyoming: WyomingLimits = field(default_factory=WyomingLimits)
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)  # where installable models come from
 
     @property
     def services(self) -> dict[Service, ListenUri]:
@@ -235,6 +237,7 @@ class Settings:
             self.http.validate()
         if self.wake.threads < 0:
             raise ConfigError("--wake-threads must not be negative")
+        self.catalog.validate()
         if not 0 <= self.asr.vad_aggressiveness <= 3:
             raise ConfigError("--vad-aggressiveness must be 0, 1, 2 or 3")
         if self.asr.endpoint_silence_ms < 90:

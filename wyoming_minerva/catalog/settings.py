@@ -25,8 +25,13 @@ class CatalogSettings:
     def validate(self) -> None:
         from ..settings import ConfigError  # here, not at the top: settings.py may import this module
 
-        for url in (self.voices_url, self.whisper_hub_url, self.wake_catalog_url):
+        sources = (
+            ("--catalog-url", self.voices_url),
+            ("--whisper-hub-url", self.whisper_hub_url),
+            ("--wake-catalog-url", self.wake_catalog_url),
+        )
+        for flag, url in sources:
             if url is not None and not url.startswith(("http://", "https://")):
-                raise ConfigError(f"catalog source {url!r}: only http:// and https:// URLs")
+                raise ConfigError(f"{flag} {url!r}: only http:// and https:// URLs")
         if self.timeout_seconds <= 0 or self.retries < 0 or self.max_parallel_jobs < 1:
             raise ConfigError("catalog: timeout must be positive, retries >= 0, parallel jobs >= 1")
