@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from .. import __version__
 from ..runtime.manager import ModelManager
 from ..settings import HttpSettings, Settings
-from . import catalog, ops, speech, stream_routes, transcriptions
+from . import catalog, ops, speakers_routes, speech, stream_routes, transcriptions
 from .deps import EngineSet, HttpContext, api_key_schemes
 from .errors import ErrorEnvelope, install_error_handlers
 from .guard import Gate, RequestGuard
@@ -43,7 +43,7 @@ def create_app(settings: Settings, engines: EngineSet, manager: ModelManager) ->
 
     install_error_handlers(app)
     protected = [Depends(api_key_schemes)] if http.api_key else []
-    for module in (transcriptions, speech, catalog):
+    for module in (transcriptions, speech, catalog, speakers_routes):
         app.include_router(module.router, dependencies=protected)
     app.include_router(ops.router)
     stream_routes.install(app)  # WebSocket speech-to-text and speech, wake events (issue 7)
