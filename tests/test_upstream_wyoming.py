@@ -102,6 +102,10 @@ class Scripted:
         self.answer = answer
         self.seen = seen if seen is not None else []
 
+    @property
+    def busy(self) -> bool:
+        return False
+
     async def handle_event(self, event: Event) -> bool:
         self.seen.append(event)
         if event.type in ("audio-stop", "synthesize"):
