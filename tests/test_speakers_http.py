@@ -19,7 +19,6 @@ from conftest import ENGLISH, Speech, fixture_path, local_stt, normalise
 from http_helpers import Api, api, envelope_of
 
 from wyoming_minerva.audio import AudioFormat, convert_pcm, float_to_pcm16, pcm16_to_float, read_wav, wav_bytes
-from wyoming_minerva.http import speakers_routes
 from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import AsrSettings
 from wyoming_minerva.speakers.evaluation import stitch
@@ -82,8 +81,6 @@ async def setup(speech: Speech) -> AsyncIterator[Setup]:
 
 async def serve(setup: Setup, service: SpeakerService | None) -> AsyncIterator[Api]:
     async with api(Engines(setup.stt, None, service), setup.manager) as a:  # type: ignore[arg-type]
-        if not any(getattr(route, "path", "") == "/v1/speakers" for route in a.app.routes):
-            a.app.include_router(speakers_routes.router)  # until create_app includes it
         yield a
 
 
