@@ -47,7 +47,8 @@ class SpeechToText:
             programs.append(Program(spec.name, spec.engine, spec.model, factory.languages(spec.model)))
         if not programs:
             raise ModelNotFoundError("no speech-to-text model configured")
-        self.programs: tuple[Program, ...] = tuple(programs)
+        self.configured: tuple[Program, ...] = tuple(programs)  # every --stt-model, whether servable or not
+        self.programs: tuple[Program, ...] = self.configured  # what is offered (describe, /v1/models, routing)
 
     @property
     def default(self) -> Program:
@@ -79,6 +80,21 @@ class SpeechToText:
 
     def check_program(self, program: Program) -> None:
         self._engines[program.engine].check(program.model)
+
+    def rescan(self) -> None:
+        """After the catalog installed or removed a model: offer the configured programs whose model can be
+        served now (a lookup, nothing loads). A model installed beside them does not become a program: programs
+        are the operator's --stt-model list. The default stays (the catalog never removes its model)."""
+        default, *others = self.configured
+        servable = [default]
+        for program in others:
+            try:
+                self.check_program(program)
+            except ModelNotFoundError as err:
+                _LOGGER.info("Speech-to-text program %s is not offered now: %s", program.name, err)
+                continue
+            servable.append(program)
+        self.programs = tuple(servable)
 
     def _loader(self, program: Program) -> tuple[str, Callable[[], Transcriber]]:
         factory = self._engines[program.engine]

@@ -198,6 +198,10 @@ class TextToSpeech:
         self._infos = infos
         self._scanned_at = time.monotonic()
 
+    def rescan(self) -> None:
+        """Look at the data dirs now (the catalog installed or removed a voice): no waiting for the next look."""
+        self._rescan()
+
     def _info_for(self, config_path: Path, name: str | None = None) -> VoiceInfo | None:
         """A voice's info from its config, read once per version of the file (describe stays cheap)."""
         try:

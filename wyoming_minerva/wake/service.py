@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -246,14 +247,14 @@ class WakeWords:
         settings: WakeSettings,
         manager: ModelManager,
         catalog: WakeCatalog | None = None,
+        installed_dirs: tuple[Path, ...] = (),
     ) -> None:
         self.settings = settings
         self.manager = manager
-        self.catalog = catalog or WakeCatalog.discover(settings)
-        options = parse_model_options(settings.model_options, self.catalog)
-        self.sensitivities: dict[str, Sensitivity] = {
-            name: sensitivity(info, settings, options.get(name)) for name, info in self.catalog.models.items()
-        }
+        # Where the model catalog installs wake words (`<data dir>/wake`): looked at once they exist.
+        self.installed_dirs = installed_dirs
+        self.catalog = catalog or self._discover()
+        self.sensitivities = self._sensitivities(self.catalog)
         self.threads = settings.threads or max(1, min(2, os.cpu_count() or 1))
         self._shards: list[WakeShard] = []
         self._subscribers: set[WakeSubscription] = set()
@@ -265,6 +266,23 @@ class WakeWords:
         self._finished_outputs = [0, 0]  # computed, skipped by streams already closed
 
     # ---- catalog ----------------------------------------------------------------------------
+
+    def _discover(self) -> WakeCatalog:
+        """The operator's folders first, then the installed ones that exist, then the built-in models."""
+        installed = tuple(folder for folder in self.installed_dirs if folder.is_dir())
+        folders = (*self.settings.custom_model_dirs, *installed)
+        return WakeCatalog.discover(dataclasses.replace(self.settings, custom_model_dirs=folders))
+
+    def _sensitivities(self, catalog: WakeCatalog) -> dict[str, Sensitivity]:
+        options = parse_model_options(self.settings.model_options, catalog)
+        return {name: sensitivity(info, self.settings, options.get(name)) for name, info in catalog.models.items()}
+
+    async def rescan(self) -> None:
+        """Build the catalog again (the model catalog installed or removed a wake word); streams already open
+        keep the models they have."""
+        catalog = await asyncio.to_thread(self._discover)
+        self.sensitivities = self._sensitivities(catalog)
+        self.catalog = catalog
 
     @property
     def default_model(self) -> WakeModelInfo:
@@ -311,6 +329,7 @@ class WakeWords:
 
     async def open_stream(self, names: Sequence[str] | None, fmt: AudioFormat, peer: str = "") -> WakeStream:
         requested = self.resolve(names)
+        sensitivities = self.sensitivities  # of the same catalog as `requested`, whatever a rescan does meanwhile
         fmt.validate()
         self._loop = asyncio.get_running_loop()
         holds = contextlib.AsyncExitStack()
@@ -320,7 +339,7 @@ class WakeWords:
             features: OwwFeatures | None = None
             for label, info in requested:
                 model = await holds.enter_async_context(self.manager.use(info.key, partial(self._load_model, info)))
-                trigger = Trigger(self.sensitivities[info.name])
+                trigger = Trigger(sensitivities[info.name])
                 if isinstance(model, OwwClassifier):
                     if features is None:
                         features = await holds.enter_async_context(self.manager.use(FEATURES_KEY, self._load_features))
