@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from conftest import Speech, fixture_path, normalise
+from websockets.typing import Subprotocol
 from ws_helpers import (
+    Engines,
     Served,
     connect,
     live_stt_served,
@@ -16,9 +18,11 @@ from ws_helpers import (
     receive_json,
     receive_until,
     send_paced,
+    served,
 )
 
 from wyoming_minerva.audio import read_wav
+from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import RealtimeSettings
 
 pytestmark = pytest.mark.timeout(120)
@@ -128,3 +132,23 @@ async def test_a_client_that_vanishes_mid_utterance_leaves_nothing_behind(server
     async with connect(server.url(PATH)) as ws:  # and the server serves the next client
         await ws.send(json.dumps({"type": "start", "rate": speech.rate}))
         assert (await receive_json(ws))["type"] == "session"
+
+
+async def test_a_browser_offering_the_key_as_a_subprotocol_is_answered_with_its_other_one() -> None:
+    """Chrome fails a handshake whose answer names none of the subprotocols it offered (the console offers
+    ["minerva", "openai-insecure-api-key.KEY"]); every WebSocket route answers the one that is not the key."""
+    manager = ModelManager(workers=1, queue_size=2)
+    key = Subprotocol("openai-insecure-api-key.sesame")
+    routes = (PATH, "/v1/audio/speech/stream", "/v1/wake/events", "/v1/wake/detect", "/v1/realtime")
+    try:
+        async with served(Engines(), manager, api_key="sesame") as srv:  # no engines: accepted, then closed
+            for route in routes:
+                async with connect(srv.url(route), subprotocols=[Subprotocol("minerva"), key]) as ws:
+                    assert ws.subprotocol == "minerva", route
+                async with connect(srv.url(route), subprotocols=[key]) as ws:
+                    assert ws.subprotocol == key, route
+            offered = [Subprotocol("x"), Subprotocol("realtime"), key]
+            async with connect(srv.url("/v1/realtime"), subprotocols=offered) as ws:
+                assert ws.subprotocol == "realtime"  # the one its clients expect, wherever it is in the list
+    finally:
+        await manager.close()

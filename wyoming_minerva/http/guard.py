@@ -88,9 +88,11 @@ class RequestGuard:
         max_body_bytes: int,
         gate: Gate,
         body_timeout: float | None = None,
+        open_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.api_key = api_key
+        self.open_paths = OPEN_PATHS | frozenset(open_paths)  # more paths served without the key (the console)
         self.max_body_bytes = max_body_bytes
         self.gate = gate
         self.body_timeout = body_timeout
@@ -119,7 +121,7 @@ class RequestGuard:
         await Exchange(self, scope, receive, send, heavy).run()
 
     def _refuse(self, scope: Scope) -> tuple[int, str, str, dict[str, str]] | None:
-        needs_key = self.api_key and scope["method"] != "OPTIONS" and scope["path"] not in OPEN_PATHS
+        needs_key = self.api_key and scope["method"] != "OPTIONS" and scope["path"] not in self.open_paths
         if needs_key and not key_matches(scope, self.api_key or ""):
             message = "missing or wrong API key (send Authorization: Bearer KEY or X-API-Key: KEY)"
             return 401, message, "invalid_api_key", {"WWW-Authenticate": "Bearer"}
@@ -264,12 +266,20 @@ async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     """
     if (await receive())["type"] != "websocket.connect":
         return
+    await send({"type": "websocket.accept", "subprotocol": chosen_subprotocol(scope), "headers": []})
+    await send({"type": "websocket.close", "code": 1008, "reason": "missing or wrong API key"})
+
+
+def chosen_subprotocol(scope: Scope, preferred: str | None = None) -> str | None:
+    """The subprotocol to accept a WebSocket with: a browser fails the handshake when the answer names none of
+    those it offered. `preferred` when offered, else the first that is not the API key, else the key's own
+    (echoing the client's key to itself discloses nothing); None when none was offered."""
     offered = [str(p) for p in scope.get("subprotocols") or ()]
+    if preferred is not None and preferred in offered:
+        return preferred
     plain = [p for p in offered if not p.startswith(WS_KEY_PROTOCOL_PREFIX)]
     candidates = plain or offered
-    chosen = candidates[0] if candidates else None
-    await send({"type": "websocket.accept", "subprotocol": chosen, "headers": []})
-    await send({"type": "websocket.close", "code": 1008, "reason": "missing or wrong API key"})
+    return candidates[0] if candidates else None
 
 
 def _note(scope: Scope, code: str) -> None:

@@ -47,6 +47,7 @@ from .stream_common import (
     Disconnected,
     InvalidDataError,
     UnknownMessageError,
+    accept,
     decode_base64,
     parse_message,
     stream_context,
@@ -392,8 +393,7 @@ class RealtimeConnection:
 async def realtime(websocket: WebSocket, intent: str | None = None, model: str | None = None) -> None:
     """OpenAI Realtime API, transcription sessions only (`?intent=transcription`)."""
     ctx = stream_context(websocket)
-    offered = websocket.scope.get("subprotocols") or []
-    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    await accept(websocket, SUBPROTOCOL)
     channel = Channel(websocket, ctx.settings.max_frame_bytes)
     if intent not in (None, "transcription"):
         message = f"intent {intent!r} is not served here: only ?intent=transcription"

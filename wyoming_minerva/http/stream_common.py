@@ -26,6 +26,7 @@ from ..stt.live.hub import LiveHub
 from ..stt.live.types import LatencyHistogram
 from ..wake.service import WakeWords
 from .deps import HttpContext
+from .guard import chosen_subprotocol
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -223,6 +224,12 @@ class StreamContext:
     def wake(self) -> WakeWords | None:
         wake = getattr(self.http.engines, "wake", None)  # EngineSet names only stt and tts
         return wake if isinstance(wake, WakeWords) else None
+
+
+async def accept(websocket: WebSocket, preferred: str | None = None) -> None:
+    """Accept naming one of the offered subprotocols (as the guard's refusal does): a browser that sends the API
+    key as one (`["minerva", "openai-insecure-api-key.KEY"]`) fails a handshake whose answer names none."""
+    await websocket.accept(subprotocol=chosen_subprotocol(websocket.scope, preferred))
 
 
 def stream_context(websocket: WebSocket | Request) -> StreamContext:

@@ -46,6 +46,7 @@ from .stream_common import (
     InvalidDataError,
     NotStartedError,
     UnknownMessageError,
+    accept,
     bool_field,
     decode_base64,
     int_field,
@@ -206,7 +207,7 @@ def translate(event: LiveEvent) -> dict[str, Any] | None:
 async def transcription_stream(websocket: WebSocket) -> None:
     """Live speech-to-text: a start message, PCM frames, interim and final transcripts."""
     ctx = stream_context(websocket)
-    await websocket.accept()
+    await accept(websocket)
     channel = Channel(websocket, ctx.settings.max_frame_bytes)
     if ctx.hub is None:
         last = error("service_unavailable", "speech-to-text is not available on this server")

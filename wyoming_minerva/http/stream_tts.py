@@ -34,6 +34,7 @@ from .stream_common import (
     InvalidDataError,
     StreamContext,
     UnknownMessageError,
+    accept,
     int_field,
     parse_message,
     str_field,
@@ -236,7 +237,7 @@ class TtsConnection:
 async def speech_stream(websocket: WebSocket) -> None:
     """Streaming text-to-speech: text (or text deltas) in, PCM16 frames per sentence out."""
     ctx = stream_context(websocket)
-    await websocket.accept()
+    await accept(websocket)
     channel = Channel(websocket, ctx.settings.max_frame_bytes)
     tts = ctx.http.engines.tts
     if tts is None:

@@ -33,6 +33,7 @@ from .stream_common import (
     InvalidDataError,
     NotStartedError,
     UnknownMessageError,
+    accept,
     int_field,
     parse_message,
     stream_context,
@@ -223,7 +224,7 @@ async def wake_detect(websocket: WebSocket) -> None:
 async def _open(websocket: WebSocket) -> tuple[Channel, WakeWords] | None:
     """Accept the socket; None (after a clear close) when this process runs no wake word engine."""
     ctx = stream_context(websocket)
-    await websocket.accept()
+    await accept(websocket)
     channel = Channel(websocket, ctx.settings.max_frame_bytes)
     if ctx.wake is None:
         last = {"type": "error", "code": "service_unavailable", "message": "wake word detection is not available"}
