@@ -183,47 +183,10 @@ async def page_figures(loads: int) -> None:
             base = f"http://127.0.0.1:{port}"
             await wait_http(base)
             async with httpx.AsyncClient(base_url=base) as client:
-                served = b"console-usable" in (await client.get("/console/app.js")).content
-            if served:
-                await measure_page(base, loads)
-                return
-    print("(the server does not register the console yet: measuring an in-process app with console.install)")
-    await in_process_page(loads)
-
-
-async def in_process_page(loads: int) -> None:
-    from wyoming_minerva.catalog import CatalogSettings
-    from wyoming_minerva.http import console, installs
-    from wyoming_minerva.http.app import create_app
-    from wyoming_minerva.http.server import HttpServer
-    from wyoming_minerva.runtime.manager import ModelManager
-    from wyoming_minerva.settings import DiscoverySettings, HttpSettings, Settings, TtsSettings, WakeSettings
-    from wyoming_minerva.tts.piper import TextToSpeech
-    from wyoming_minerva.wake.service import WakeWords
-
-    class Engines:
-        def __init__(self, **engines: Any) -> None:
-            self.stt, self.tts, self.wake = None, engines["tts"], engines["wake"]
-            self.extras: dict[str, object] = {}
-
-    manager = ModelManager(workers=2, queue_size=8)
-    tts = TextToSpeech(TtsSettings(), manager, (), local_files_only=True)
-    wake = WakeWords(WakeSettings(), manager)
-    http = HttpSettings(host="127.0.0.1", port=0)
-    settings = Settings(http=http, local_files_only=True, discovery=DiscoverySettings(enabled=False))
-    app = create_app(settings, Engines(tts=tts, wake=wake), manager)  # type: ignore[arg-type]
-    service = installs.catalog_for(app.state.minerva, CatalogSettings())
-    installs.install(app, service)
-    console.install(app)
-    server = HttpServer(app, "127.0.0.1", 0, grace_seconds=1)
-    await server.start()
-    try:
-        await measure_page(f"http://127.0.0.1:{server.port}", loads)
-    finally:
-        await server.stop()
-        await service.aclose()
-        await wake.close()
-        await manager.close()
+                script = await client.get("/console/app.js")
+            if script.status_code != 200 or b"console-usable" not in script.content:
+                raise SystemExit(f"the server at {base} does not serve the console (GET /console/app.js)")
+            await measure_page(base, loads)
 
 
 async def measure_page(base: str, loads: int) -> None:

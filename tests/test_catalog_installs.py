@@ -27,8 +27,8 @@ from catalog_helpers import (
     sse_events,
     voice_files,
 )
-from fastapi import Depends
 
+from wyoming_minerva.app import App
 from wyoming_minerva.catalog import CatalogSettings, Kind
 from wyoming_minerva.catalog.entries import RemoteFile
 from wyoming_minerva.catalog.errors import IntegrityError
@@ -36,12 +36,22 @@ from wyoming_minerva.catalog.fetch import download
 from wyoming_minerva.catalog.service import CatalogChange, CatalogService
 from wyoming_minerva.http import installs
 from wyoming_minerva.http.app import create_app
-from wyoming_minerva.http.deps import api_key_schemes
 from wyoming_minerva.http.server import HttpServer
 from wyoming_minerva.runtime.manager import ModelManager
-from wyoming_minerva.settings import HttpSettings, Settings, TtsSettings
-from wyoming_minerva.stt.whisper import resolve_model
+from wyoming_minerva.settings import (
+    AsrSettings,
+    DiscoverySettings,
+    HttpSettings,
+    ListenUri,
+    Service,
+    Settings,
+    TtsSettings,
+    WakeSettings,
+)
+from wyoming_minerva.stt.service import SpeechToText
+from wyoming_minerva.stt.whisper import resolve_model, whisper_engines
 from wyoming_minerva.tts.piper import TextToSpeech
+from wyoming_minerva.wake.service import WakeWords
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,6 +72,8 @@ class Served:
     client: httpx.AsyncClient
     catalog: CatalogService
     tts: TextToSpeech
+    wake: WakeWords
+    stt: SpeechToText | None
     data: Path
     changes: list[CatalogChange]
 
@@ -75,31 +87,43 @@ class Served:
 
 @asynccontextmanager
 async def served(
-    tmp_path: Path, catalog: CatalogSettings, local_files_only: bool = False, api_key: str | None = None
+    tmp_path: Path,
+    catalog: CatalogSettings,
+    local_files_only: bool = False,
+    api_key: str | None = None,
+    stt_models: tuple[str, ...] = (),
 ) -> AsyncIterator[Served]:
+    """create_app as the App builds it (its catalog, the engines' rescan hook), with fake voices and, when
+    `stt_models` are given, a speech-to-text engine that finds models only in the data dir."""
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     manager = ModelManager(workers=2, queue_size=8)
     tts = TextToSpeech(
-        TtsSettings(), manager, (data,), local_files_only=True, load_voice=fake_voice_loader, rescan_seconds=0
+        TtsSettings(), manager, (data,), local_files_only=True, load_voice=fake_voice_loader, rescan_seconds=3600
     )
+    wake = WakeWords(WakeSettings(), manager, installed_dirs=(data / "wake",))
+    stt = None
+    if stt_models:
+        asr = AsrSettings(models=stt_models)
+        stt = SpeechToText(asr, manager, whisper_engines(asr, (data,), local_files_only=True), (data,))
     http = HttpSettings(host="127.0.0.1", port=0, api_key=api_key)
-    settings = Settings(http=http, data_dirs=(data,), local_files_only=local_files_only)
-    app = create_app(settings, Engines(tts=tts), manager)
-    service = installs.catalog_for(app.state.minerva, catalog)
+    settings = Settings(http=http, data_dirs=(data,), local_files_only=local_files_only, catalog=catalog)
+    app = create_app(settings, Engines(stt=stt, tts=tts, wake=wake), manager)
+    service = app.state.minerva_catalog
+    assert isinstance(service, CatalogService)
     changes: list[CatalogChange] = []
     service.on_change.append(changes.append)
-    installs.install(app, service, [Depends(api_key_schemes)] if api_key else [])
     server = HttpServer(app, "127.0.0.1", 0, grace_seconds=1)
     await server.start()
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=30, headers=headers)
     try:
-        yield Served(client, service, tts, data, changes)
+        yield Served(client, service, tts, wake, stt, data, changes)
     finally:
         await client.aclose()
         await server.stop()
         await service.aclose()
+        await wake.close()
         await manager.close()
 
 
@@ -126,6 +150,12 @@ async def first_bytes(client: httpx.AsyncClient, job_id: str) -> None:
 async def model_ids(client: httpx.AsyncClient) -> set[str]:
     response = await client.get("/v1/models")
     return {card["id"] for card in response.json()["data"]}
+
+
+async def wake_models(client: httpx.AsyncClient) -> set[str]:
+    """The wake word models the console shows (what Wyoming describe offers)."""
+    services = (await client.get("/v1/console/status")).json()["services"]
+    return {m["name"] for card in services if card["service"] == "wake" for m in card["models"]}
 
 
 async def test_an_install_reports_progress_in_order_to_100_percent_and_the_voice_is_served_at_once(
@@ -345,12 +375,23 @@ async def test_a_whisper_model_installs_from_its_hub_repository_as_a_folder_the_
         "tokenizer.json": b"{}",
         "vocabulary.txt": b"a\nb\n",
     }
+    programs = ("tiny.en", "tiny-int8")
     with file_server(FileServer()) as server:
         serve_whisper(server, "rhasspy/faster-whisper-tiny-int8", files)
-        async with served(tmp_path, CatalogSettings(whisper_hub_url=server.base)) as api:
+        async with served(tmp_path, CatalogSettings(whisper_hub_url=server.base), stt_models=programs) as api:
+            assert api.stt is not None
+            api.stt.rescan()  # its model is not installed (and the engine may not download): not offered
+            assert "tiny-int8" not in await model_ids(api.client)
             entry = (await api.client.get("/v1/catalog/stt:tiny-int8")).json()
             _, events = await api.install("stt:tiny-int8")
+            assert "tiny-int8" in await model_ids(api.client), "the installed program is not offered"
+            folder = resolve_model("tiny-int8", (api.data,), local_files_only=True)
+            assert folder == api.data / "tiny-int8" and folder_files(folder) == sorted(files)
             listed = (await api.client.get("/v1/catalog", params={"kind": "stt", "installed": "true"})).json()
+            removed = await api.client.delete("/v1/catalog/stt:tiny-int8")
+            assert removed.status_code == 200, removed.text
+            assert "tiny-int8" not in await model_ids(api.client)
+            assert [p.name for p in api.stt.programs] == ["tiny.en"]
         assert not [r for r in server.requests if "README" in r.path]
     assert {f["name"]: f["sha256"] for f in entry["files"]} == {
         "config.json": None,
@@ -360,9 +401,8 @@ async def test_a_whisper_model_installs_from_its_hub_repository_as_a_folder_the_
     }
     assert entry["size_bytes"] == sum(map(len, files.values()))
     assert events[-1][0] == "done", events[-1]
-    folder = resolve_model("tiny-int8", (api.data,), local_files_only=True)
-    assert folder == api.data / "tiny-int8" and folder_files(folder) == sorted(files)
     assert "stt:tiny-int8" in {x["id"] for x in listed["data"]}
+    assert not (api.data / "tiny-int8").exists()
 
 
 async def test_a_wake_word_installs_from_the_operators_index(tmp_path: Path) -> None:
@@ -374,21 +414,30 @@ async def test_a_wake_word_installs_from_the_operators_index(tmp_path: Path) -> 
         server.files["/wake/index.json"] = json.dumps(index).encode()
         server.files["/wake/models/hey_test.tflite"] = model
         async with served(tmp_path, CatalogSettings(wake_catalog_url=server.url("/wake/index.json"))) as api:
+            assert api.wake.catalog.find("hey_test") is None
             _, events = await api.install("wake:hey_test")
             listed = (await api.client.get("/v1/catalog", params={"kind": "wake", "installed": "true"})).json()
+            assert "hey_test" in await wake_models(api.client), "the installed wake word is not offered"
+            assert (api.data / "wake" / "hey_test.tflite").read_bytes() == model
+            removed = await api.client.delete("/v1/catalog/wake:hey_test")
+            assert removed.status_code == 200, removed.text
+            assert "hey_test" not in await wake_models(api.client)
     assert events[-1][0] == "done", events[-1]
-    assert (api.data / "wake" / "hey_test.tflite").read_bytes() == model
+    assert folder_files(api.data / "wake") == []
     names = {x["name"]: x for x in listed["data"]}
     assert names["hey_test"]["removable"] and names["hey_test"]["description"] == "Hey Test (openWakeWord)"
     assert not names["okay_nabu"]["removable"]
 
 
-async def test_the_catalog_needs_the_api_key_when_one_is_set(tmp_path: Path) -> None:
+async def test_the_catalog_needs_the_api_key_when_one_is_set_and_the_page_does_not(tmp_path: Path) -> None:
     async with served(tmp_path, CatalogSettings(), local_files_only=True, api_key="sesame") as api:
         allowed = await api.client.get("/v1/catalog")
-        refused = await httpx.AsyncClient(base_url=str(api.client.base_url)).get("/v1/catalog")
+        async with httpx.AsyncClient(base_url=str(api.client.base_url)) as keyless:
+            refused = {p: (await keyless.get(p)).status_code for p in ("/v1/catalog", "/v1/console/status")}
+            page = {p: (await keyless.get(p)).status_code for p in ("/", "/console/app.js", "/console/app.css")}
     assert allowed.status_code == 200
-    assert refused.status_code == 401
+    assert refused == {"/v1/catalog": 401, "/v1/console/status": 401}
+    assert page == {"/": 200, "/console/app.js": 200, "/console/app.css": 200}
 
 
 async def test_an_install_larger_than_the_free_space_fails_before_downloading(tmp_path: Path) -> None:
@@ -434,3 +483,33 @@ async def test_the_rescan_hook_asks_each_engine_that_can_rescan() -> None:
         if result is not None:
             await result
     assert (tts.calls, wake.calls) == (1, 1)
+
+
+async def test_the_app_serves_the_console_with_the_ports_really_bound_and_closes_its_catalog(tmp_path: Path) -> None:
+    settings = Settings(
+        asr_uri=ListenUri("tcp", "127.0.0.1", 0),
+        http=HttpSettings(host="127.0.0.1", port=0),
+        data_dirs=(tmp_path,),
+        local_files_only=True,
+        discovery=DiscoverySettings(enabled=False),
+    )
+    app = App(settings)
+    await app.start()
+    try:
+        assert app.catalog is not None
+        catalog = app.catalog
+        ports = {"asr": app.port(Service.ASR), "http": app.http_port}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=30) as client:
+            status = (await client.get("/v1/console/status")).json()
+            page = await client.get("/")
+    finally:
+        await app.stop()
+    cards = {card["service"]: card for card in status["services"]}
+    assert cards["asr"]["address"] == f"tcp://127.0.0.1:{ports['asr']}" and cards["asr"]["running"]
+    assert cards["http"]["address"] == f"http://127.0.0.1:{ports['http']}"
+    assert not cards["tts"]["running"] and cards["tts"]["address"] is None  # the API's engine, no Wyoming port
+    assert [m["name"] for m in cards["tts"]["models"]] == ["en_US-joe-medium"]
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert app.catalog is None and catalog.jobs.active() == []
+    with pytest.raises(RuntimeError):  # its HTTP client is closed
+        await catalog.sources.client.get("http://127.0.0.1:1/")

@@ -15,17 +15,15 @@ from typing import Any
 import pytest
 from catalog_helpers import FileServer, file_server, serve_voices, voice_files
 from conftest import ENGLISH, FIXTURES, fixture_path, local_stt, wyoming_client, wyoming_server
-from fastapi import Depends
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.wake import Detect
 
 from wyoming_minerva.audio import read_wav
 from wyoming_minerva.catalog import CatalogSettings
 from wyoming_minerva.handlers.wake import WakeHandler
-from wyoming_minerva.http import console, installs
+from wyoming_minerva.http import console
 from wyoming_minerva.http.app import create_app
-from wyoming_minerva.http.deps import HttpContext, api_key_schemes
-from wyoming_minerva.http.guard import OPEN_PATHS
+from wyoming_minerva.http.deps import HttpContext
 from wyoming_minerva.http.server import HttpServer
 from wyoming_minerva.runtime.manager import ModelManager
 from wyoming_minerva.settings import (
@@ -115,12 +113,12 @@ async def ui(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Console]
                     http=HttpSettings(host="127.0.0.1", port=0),
                     data_dirs=(data,),
                     discovery=DiscoverySettings(enabled=False),
+                    catalog=CatalogSettings(voices_url=catalog_url),
                 )
-                app = create_app(settings, Engines(stt=stt, tts=tts, wake=wake), manager)
-                service = installs.catalog_for(app.state.minerva, CatalogSettings(voices_url=catalog_url))
-                installs.install(app, service)
+                engines = Engines(stt=stt, tts=tts, wake=wake)
+                app = create_app(settings, engines, manager, services=lambda ctx: real_ports(ctx, server))
+                service = app.state.minerva_catalog
                 server = HttpServer(app, "127.0.0.1", 0, grace_seconds=1)
-                console.install(app, lambda ctx: real_ports(ctx, server))
                 await server.start()
                 async with playwright_api.async_playwright() as playwright:
                     browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=browser_args())
@@ -260,17 +258,12 @@ async def test_the_whole_page_on_a_desktop_and_a_phone_in_light_and_dark(ui: Con
 
 
 async def test_the_api_key_is_asked_once_and_kept_for_the_browser_session(ui: Console, tmp_path: Path) -> None:
-    if "/" not in OPEN_PATHS:
-        pytest.skip("http/guard.py does not list the console's paths as open yet (integration step)")
     manager = ModelManager(workers=1, queue_size=2)
     tts = TextToSpeech(TtsSettings(), manager, (), local_files_only=True)
     wake = WakeWords(WakeSettings(), manager)
     http = HttpSettings(host="127.0.0.1", port=0, api_key="sesame")
     settings = Settings(http=http, local_files_only=True, discovery=DiscoverySettings(enabled=False))
     app = create_app(settings, Engines(tts=tts, wake=wake), manager)
-    protected = [Depends(api_key_schemes)]
-    installs.install(app, installs.catalog_for(app.state.minerva, CatalogSettings()), protected)
-    console.install(app, dependencies=protected)
     server = HttpServer(app, "127.0.0.1", 0, grace_seconds=1)
     await server.start()
     context = await ui.browser.new_context()
@@ -293,5 +286,6 @@ async def test_the_api_key_is_asked_once_and_kept_for_the_browser_session(ui: Co
     finally:
         await context.close()
         await server.stop()
+        await app.state.minerva_catalog.aclose()
         await wake.close()
         await manager.close()

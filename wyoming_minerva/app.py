@@ -10,13 +10,17 @@ import signal
 from dataclasses import dataclass
 
 from .budget import AudioBudget
+from .catalog.service import CatalogService
+from .catalog.wake_index import WAKE_FOLDER
 from .discovery import Advertiser, Endpoint
 from .errors import BadRequestError, MinervaError, ModelNotFoundError
 from .handlers.asr import AsrHandler
 from .handlers.server import EventSink, HandlerFactory, WyomingServer
 from .handlers.tts import TtsHandler
 from .handlers.wake import WakeHandler
+from .http import console
 from .http.app import create_app
+from .http.deps import HttpContext
 from .http.server import HttpServer
 from .runtime.manager import ModelManager
 from .settings import ConfigError, HttpSettings, Service, Settings
@@ -56,6 +60,7 @@ class App:
         self.audio_budget = AudioBudget(settings.wyoming.max_buffered_audio_bytes)
         self.servers: dict[Service, WyomingServer] = {}
         self.http: HttpServer | None = None
+        self.catalog: CatalogService | None = None  # the HTTP API's model catalog (installs, removals)
         # Zeroconf probing takes ~1.5 s: it runs beside the already-serving ports, not before them.
         self.advertising: asyncio.Task[Advertiser] | None = None
         self._discovery = contextlib.AsyncExitStack()
@@ -90,7 +95,8 @@ class App:
     def _wake(self) -> WakeWords:
         """The one wake word engine (Wyoming wake and the HTTP wake routes share it); loads nothing yet."""
         if self.engines.wake is None:
-            self.engines.wake = WakeWords(self.settings.wake, self.manager)
+            installed = tuple(data_dir / WAKE_FOLDER for data_dir in self.settings.data_dirs)  # catalog installs
+            self.engines.wake = WakeWords(self.settings.wake, self.manager, installed_dirs=installed)
         return self.engines.wake
 
     def _factory(self, service: Service) -> HandlerFactory:
@@ -142,7 +148,8 @@ class App:
         self._stt()
         self._tts()
         self._wake()
-        app = create_app(self.settings, self.engines, self.manager)
+        app = create_app(self.settings, self.engines, self.manager, services=self._console_services)
+        self.catalog = app.state.minerva_catalog
         server = HttpServer(
             app,
             http.host,
@@ -158,6 +165,32 @@ class App:
             reason = os.strerror(err.errno) if err.errno else str(err)
             raise StartupError(f"cannot listen for http on {http.host}:{http.port}: {reason}") from err
         self.http = server
+
+    def _console_services(self, ctx: HttpContext) -> list[console.ServiceCard]:
+        """The console's services as they run: the ports really bound (port 0 included) and the zeroconf names
+        really registered (none while probing, or when a service is not advertised)."""
+        zeroconf = self._advertised()
+        cards = []
+        for card in console.services_from_settings(ctx):
+            if card.service == "http":
+                port = self.http.port if self.http is not None else None
+                update = {"address": console.http_address(ctx.http.host, port), "running": port is not None}
+            else:
+                server = self.servers.get(Service(card.service))
+                update = {
+                    "address": server.describe_address() if server is not None else None,
+                    "zeroconf": zeroconf.get(Service(card.service)),
+                    "running": server is not None,
+                }
+            cards.append(card.model_copy(update=update))
+        return cards
+
+    def _advertised(self) -> dict[Service, str]:
+        """The zeroconf instance name of each service registered so far."""
+        task = self.advertising
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return {}
+        return {a.service: a.instance for a in task.result().advertised}
 
     def _advertise(self) -> None:
         """Zeroconf for every TCP service, with the ports really bound (port 0 included)."""
@@ -210,6 +243,9 @@ class App:
         self.servers.clear()
         if http_stopped is not None:
             await http_stopped
+        catalog, self.catalog = self.catalog, None
+        if catalog is not None:
+            await catalog.aclose()  # installs under way stop; their partial files stay, to be resumed
         if self.engines.wake is not None:
             await self.engines.wake.close()  # its worker threads, before the models they use
         await self.manager.close()

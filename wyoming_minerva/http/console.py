@@ -2,8 +2,8 @@
 `GET /v1/console/status`, the JSON the page polls: services (address, zeroconf name, program and models, loaded
 or not) and every figure of /metrics in JSON (histograms as count, sum, p50 and p95).
 
-The page itself holds no secret and works without the API key (the lead's guard lists it as open); everything
-it shows comes from the API, with the key the browser keeps for the session.
+The page itself holds no secret and is served without the API key (create_app gives the guard PAGE_PATHS as
+open paths); everything it shows comes from the API, with the key the browser keeps for the session.
 """
 
 from __future__ import annotations
@@ -152,10 +152,17 @@ def services_from_settings(ctx: HttpContext) -> list[ServiceCard]:
         _tts(ctx, uris.get(Service.TTS)),
         _wake(ctx, uris.get(Service.WAKE)),
     ]
-    host = ctx.http.host if ctx.http.host not in ("0.0.0.0", "::") else socket.gethostname()
-    cards.append(ServiceCard(service="http", address=f"http://{host}:{ctx.http.port}", zeroconf=None,
+    cards.append(ServiceCard(service="http", address=http_address(ctx.http.host, ctx.http.port), zeroconf=None,
                              program=f"wyoming-minerva {__version__}", models=[], running=True))  # fmt: skip
     return cards
+
+
+def http_address(host: str, port: int | None) -> str | None:
+    """The API's URL as a person would open it: the host name for a wildcard address, IPv6 in brackets."""
+    if port is None:
+        return None
+    shown = socket.gethostname() if host in ("", "0.0.0.0", "::") else host
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
 def _zeroconf(ctx: HttpContext, service: Service, uri: ListenUri | None) -> str | None:
