@@ -17,49 +17,27 @@ import itertools
 import logging
 import os
 import threading
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
 
 from ..audio import AudioFormat
-from ..errors import MinervaError
 from ..runtime.manager import ModelManager
 from ..settings import WakeSettings
 from .catalog import Engine, Sensitivity, WakeCatalog, WakeModelInfo, parse_model_options, sensitivity
 from .microwakeword import MicroDetector, MicroModel, MicroStream
 from .openwakeword import CHUNK, OwwClassifier, OwwDetector, OwwFeatures, OwwStream
+from .stream import WakeDetection, WakeEvent, WakeStream
 from .tflite import TfLite
-from .trigger import SAMPLE_RATE, SilenceGate, Trigger
-from .worker import FINISH, Report, WakeShard, WorkerStream
+from .trigger import SilenceGate, Trigger
+from .worker import Report, WakeShard, WorkerStream
 
 _LOGGER = logging.getLogger(__name__)
 
 FEATURES_KEY = "wake/openwakeword/features"
 MAX_WINDOWS_PER_ROUND = 12  # ~1 s of one stream's audio per worker round
-MAX_BACKLOG_SECONDS = 2.0  # a client further ahead than this waits (TCP backpressure)
-MAX_BACKLOG_BYTES = 1024 * 1024  # and never more input than this per stream, whatever format it declares
-
-
-@dataclass(frozen=True)
-class WakeDetection:
-    name: str  # as the client asked for it
-    model: str  # the catalog name
-    engine: Engine
-    timestamp_ms: int  # audio time since audio-start
-    probability: float
-
-
-@dataclass(frozen=True)
-class WakeEvent:
-    """A detection as broadcast to subscribers."""
-
-    detection: WakeDetection
-    stream_id: int
-    peer: str
-    wall_time: float
 
 
 @dataclass(frozen=True)
@@ -108,135 +86,6 @@ class WakeSubscription:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
-
-
-_END = object()
-
-
-class WakeStream:
-    """One audio stream (audio-start … audio-stop or disconnect) and its detections."""
-
-    def __init__(
-        self,
-        owner: WakeWords,
-        stream_id: int,
-        peer: str,
-        requested: list[tuple[str, WakeModelInfo]],
-        fmt: AudioFormat,
-        worker: WorkerStream,
-        shard: WakeShard,
-        holds: contextlib.AsyncExitStack,
-    ) -> None:
-        self.id = stream_id
-        self.peer = peer
-        self.requested = requested
-        self._owner = owner
-        self._worker = worker
-        self._shard = shard
-        self._holds = holds
-        self._engines = dict(requested)
-        self._queue: asyncio.Queue[WakeDetection | MinervaError | object] = asyncio.Queue()
-        self._queued_bytes = 0
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._finished = asyncio.Event()
-        self._fmt = fmt  # of audio-start: chunks without their own format are in it
-        self._max_backlog = min(int(MAX_BACKLOG_SECONDS * fmt.bytes_per_second()), MAX_BACKLOG_BYTES)
-        self.detections = 0
-        self.error: MinervaError | None = None
-        self.closed = False
-
-    @property
-    def format(self) -> AudioFormat:
-        """The format of audio-start (chunks without their own fields are in it)."""
-        return self._fmt
-
-    @property
-    def detected(self) -> bool:
-        return self.detections > 0
-
-    async def feed(self, pcm: bytes, fmt: AudioFormat | None = None) -> None:
-        """Queue audio for the worker; waits while this stream is far ahead of its processing."""
-        if self.closed or self._finished.is_set() or self.error is not None:
-            return  # a failed stream already reported its error on the detection iterator
-        self._worker.inbox.append((fmt or self._fmt, pcm))
-        self._queued_bytes += len(pcm)
-        self._shard.poke(self._worker)
-        if self._queued_bytes > self._max_backlog:
-            self._drained.clear()
-            await self._drained.wait()
-
-    async def finish(self) -> bool:
-        """Audio-stop: process what is queued (with a little silence after it); True when anything was detected."""
-        if not self.closed and not self._finished.is_set():
-            self._worker.inbox.append(FINISH)
-            self._shard.poke(self._worker)
-            await self._finished.wait()
-        return self.detected
-
-    def __aiter__(self) -> AsyncIterator[WakeDetection]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[WakeDetection]:
-        """Detections as they happen; ends after finish() or close(); raises the stream's error."""
-        while True:
-            item = await self._queue.get()
-            if item is _END:
-                return
-            if isinstance(item, MinervaError):
-                raise item
-            assert isinstance(item, WakeDetection)
-            yield item
-
-    async def close(self) -> None:
-        """Stop and free the stream; safe to call twice."""
-        if self.closed:
-            return
-        self.closed = True
-        self._worker.closed = True
-        self._shard.poke(self._worker)
-        self._drained.set()
-        self._finished.set()
-        self._queue.put_nowait(_END)
-        self._owner._forget(self)
-        await self._holds.aclose()
-
-    # ---- from the worker (on the loop) --------------------------------------------------------
-
-    def _on_report(self, report: Report) -> None:
-        if self.closed:
-            return
-        self._queued_bytes -= report.consumed
-        if self._queued_bytes <= self._max_backlog // 2:
-            self._drained.set()
-        for hit in report.hits:
-            info = self._engines[hit.label]
-            detection = WakeDetection(
-                name=hit.label,
-                model=info.name,
-                engine=info.engine,
-                timestamp_ms=hit.sample * 1000 // SAMPLE_RATE,
-                probability=hit.probability,
-            )
-            self.detections += 1
-            _LOGGER.info(
-                "Wake word %s detected at %d ms of stream %d (%s), probability %.2f",
-                detection.name,
-                detection.timestamp_ms,
-                self.id,
-                self.peer,
-                detection.probability,
-            )
-            self._queue.put_nowait(detection)
-            self._owner._broadcast(WakeEvent(detection, self.id, self.peer, time.time()))
-        if report.error is not None:
-            self.error = report.error
-            self._queue.put_nowait(report.error)
-            self._drained.set()
-            self._finished.set()
-        if report.finished:
-            self._finished.set()
-            self._queue.put_nowait(_END)
 
 
 class WakeWords:
