@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 from .budget import AudioBudget
 from .catalog.service import CatalogService
@@ -27,6 +28,8 @@ from .settings import ConfigError, HttpSettings, Service, Settings
 from .stt.service import SpeechToText
 from .stt.whisper import whisper_engines
 from .tts.piper import TextToSpeech
+from .upstream import UpstreamPool
+from .upstream.pools import build_pools
 from .wake.service import WakeWords
 
 _LOGGER = logging.getLogger(__name__)
@@ -56,6 +59,8 @@ class App:
             idle_unload_seconds=settings.idle_unload_seconds,
         )
         self.engines = Engines()
+        # Upstream speech servers (--stt-upstream, --tts-upstream): None for a service without any.
+        self.stt_pool, self.tts_pool = build_pools(settings.upstream)
         # One budget of buffered audio for every Wyoming connection of the process.
         self.audio_budget = AudioBudget(settings.wyoming.max_buffered_audio_bytes)
         self.servers: dict[Service, WyomingServer] = {}
@@ -70,7 +75,7 @@ class App:
         if self.engines.stt is None:
             s = self.settings
             engines = whisper_engines(s.asr, s.data_dirs, s.local_files_only)  # register more engines here
-            stt = SpeechToText(s.asr, self.manager, engines, s.data_dirs)
+            stt = SpeechToText(s.asr, self.manager, engines, s.data_dirs, upstream=self.stt_pool)
             try:  # a missing local model or an unknown name fails the start (exit 2), not the first request
                 stt.check()
             except ModelNotFoundError as err:
@@ -82,7 +87,7 @@ class App:
         """The one text-to-speech engine, made on first need (Wyoming TTS and HTTP share it)."""
         if self.engines.tts is None:
             s = self.settings
-            tts = TextToSpeech(s.tts, self.manager, s.data_dirs, s.local_files_only)
+            tts = TextToSpeech(s.tts, self.manager, s.data_dirs, s.local_files_only, upstream=self.tts_pool)
             try:  # a wrong --voice/--speaker fails the start (exit 2), not the first request
                 tts.check_defaults()
             except ModelNotFoundError as err:
@@ -120,6 +125,8 @@ class App:
         """
         await self.manager.start()
         try:
+            for pool in self._pools():  # probing starts before the ports open: the first probe is under way
+                await pool.start()
             factories = {service: self._factory(service) for service in self.settings.services}
             if self.settings.http is not None:  # the HTTP API serves all three
                 self._stt()
@@ -243,12 +250,17 @@ class App:
         self.servers.clear()
         if http_stopped is not None:
             await http_stopped
+        for pool in self._pools():  # no request can use an upstream any more
+            await pool.close()
         catalog, self.catalog = self.catalog, None
         if catalog is not None:
             await catalog.aclose()  # installs under way stop; their partial files stay, to be resumed
         if self.engines.wake is not None:
             await self.engines.wake.close()  # its worker threads, before the models they use
         await self.manager.close()
+
+    def _pools(self) -> list[UpstreamPool[Any]]:
+        return [pool for pool in (self.stt_pool, self.tts_pool) if pool is not None]
 
     def port(self, service: Service) -> int:
         return self.servers[service].port

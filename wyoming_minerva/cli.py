@@ -28,6 +28,7 @@ from .settings import (
     WyomingLimits,
     default_threads,
 )
+from .upstream import UpstreamSettings, parse_upstream_url
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -345,6 +346,60 @@ def build_parser() -> argparse.ArgumentParser:
         help="a wake word index (JSON, see docs/console.md); default none: only installed wake words are listed",
     )
 
+    up = UpstreamSettings
+    g = p.add_argument_group("upstreams (other speech servers preferred while healthy; see docs/upstream.md)")
+    g.add_argument(
+        "--stt-upstream",
+        action="append",
+        metavar="URL",
+        help="a speech-to-text upstream: http(s)://HOST:PORT/v1 (OpenAI-compatible) or tcp://HOST:PORT (Wyoming); "
+        "repeatable, tried in the order given, the local model last (default none)",
+    )
+    g.add_argument(
+        "--tts-upstream",
+        action="append",
+        metavar="URL",
+        help="a text-to-speech upstream, as --stt-upstream (default none)",
+    )
+    g.add_argument(
+        "--upstream-api-key",
+        metavar="KEY",
+        help="sent as Authorization: Bearer KEY to http(s) upstreams; never logged (prefer MINERVA_UPSTREAM_API_KEY)",
+    )
+    g.add_argument(
+        "--no-local-fallback",
+        action="store_true",
+        help="a pure proxy: when no upstream can serve, answer 503 / service_unavailable instead of local models",
+    )
+    g.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=up.timeout,
+        metavar="SECONDS",
+        help=f"longest wait for an upstream's answer, or its next audio (default {up.timeout:g})",
+    )
+    g.add_argument(
+        "--upstream-probe-interval",
+        type=float,
+        default=up.probe_interval,
+        metavar="SECONDS",
+        help=f"between health probes of a healthy upstream (default {up.probe_interval:g})",
+    )
+    g.add_argument(
+        "--upstream-probe-timeout",
+        type=float,
+        default=up.probe_timeout,
+        metavar="SECONDS",
+        help=f"a probe's limit, also every upstream connect's (default {up.probe_timeout:g})",
+    )
+    g.add_argument(
+        "--upstream-failures",
+        type=int,
+        default=up.failures,
+        metavar="N",
+        help=f"consecutive failed requests that take an upstream out of rotation (default {up.failures})",
+    )
+
     g = p.add_argument_group("real-time streaming (WebSocket live speech-to-text)")
     rt = RealtimeSettings
     g.add_argument(
@@ -448,6 +503,20 @@ def _http(value: str | None, any_service: bool, args: argparse.Namespace) -> Htt
     return HttpSettings(host=host.strip("[]") or "0.0.0.0", port=int(port), **common)
 
 
+def _upstream(args: argparse.Namespace) -> UpstreamSettings:
+    """Upstream URLs (only http, https, tcp; the key never in an error) and their health settings."""
+    key = args.upstream_api_key or None
+    return UpstreamSettings(
+        stt=tuple(parse_upstream_url(url, key) for url in args.stt_upstream or ()),
+        tts=tuple(parse_upstream_url(url, key) for url in args.tts_upstream or ()),
+        local_fallback=not args.no_local_fallback,
+        timeout=args.upstream_timeout,
+        probe_interval=args.upstream_probe_interval,
+        probe_timeout=args.upstream_probe_timeout,
+        failures=args.upstream_failures,
+    )
+
+
 def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     parser = build_parser()
     argv = list(argv) if argv is not None else sys.argv[1:]
@@ -528,6 +597,7 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
             whisper_hub_url=args.whisper_hub_url,
             wake_catalog_url=args.wake_catalog_url or None,
         ),
+        upstream=_upstream(args),
         realtime=RealtimeSettings(
             max_sessions=args.realtime_max_sessions,
             overflow=args.realtime_overflow,

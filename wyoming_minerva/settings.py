@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 from .catalog import CatalogSettings
 from .errors import MinervaError
+from .upstream import UpstreamSettings
 
 DEFAULT_ASR_PORT = 10300
 DEFAULT_TTS_PORT = 10200
@@ -207,6 +208,7 @@ class Settings:
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
     wyoming: WyomingLimits = field(default_factory=WyomingLimits)
     catalog: CatalogSettings = field(default_factory=CatalogSettings)  # where installable models come from
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)  # other speech servers to prefer
 
     @property
     def services(self) -> dict[Service, ListenUri]:
@@ -238,6 +240,7 @@ class Settings:
         if self.wake.threads < 0:
             raise ConfigError("--wake-threads must not be negative")
         self.catalog.validate()
+        self.upstream.validate()
         if not 0 <= self.asr.vad_aggressiveness <= 3:
             raise ConfigError("--vad-aggressiveness must be 0, 1, 2 or 3")
         if self.asr.endpoint_silence_ms < 90:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -19,6 +19,7 @@ from ..runtime.manager import ModelManager
 from ..settings import HttpSettings, Settings
 from ..stt.service import SpeechToText
 from ..tts.piper import TextToSpeech
+from ..upstream import UpstreamPool
 from .errors import CLIENT_CLOSED, ApiError
 from .guard import Gate
 from .metrics import Metrics
@@ -52,6 +53,12 @@ class HttpContext:
         if self.engines.tts is None:
             raise ApiError(503, "text-to-speech is not available on this server", "service_unavailable")
         return self.engines.tts
+
+
+def upstream_pools(engines: EngineSet) -> list[UpstreamPool[Any]]:
+    """The upstream pools of the engines (--stt-upstream, --tts-upstream), for /ready and /metrics."""
+    pools = (engines.stt.upstream if engines.stt else None, engines.tts.upstream if engines.tts else None)
+    return [pool for pool in pools if pool is not None]
 
 
 def context(request: Request) -> HttpContext:

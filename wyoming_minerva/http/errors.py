@@ -26,6 +26,7 @@ from ..errors import (
     ModelNotFoundError,
     QueueFullError,
 )
+from ..upstream import ServiceUnavailableError, UpstreamError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -87,14 +88,16 @@ def error_response(
     return JSONResponse(envelope(status, message, code, param), status_code=status, headers=dict(headers or {}))
 
 
-def busy_headers() -> dict[str, str]:
-    return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+def busy_headers(retry_after: str | None = None) -> dict[str, str]:
+    return {"Retry-After": retry_after or str(RETRY_AFTER_SECONDS)}
 
 
 def from_minerva(err: MinervaError, param: str | None = None) -> ApiError:
     """The HTTP form of an engine error (the message is the engine's, written for clients)."""
     if isinstance(err, QueueFullError):
         return ApiError(429, str(err), err.code, headers=busy_headers())
+    if isinstance(err, ServiceUnavailableError):  # no upstream can serve and the local engine is off
+        return ApiError(503, str(err), err.code, headers=busy_headers(err.retry_after_header))
     if isinstance(err, AudioTooLongError):
         return ApiError(413, str(err), err.code, param or "file")
     if isinstance(err, AudioFormatError):
@@ -107,6 +110,8 @@ def from_minerva(err: MinervaError, param: str | None = None) -> ApiError:
         return ApiError(503, str(err), err.code, headers=busy_headers())
     if isinstance(err, InferenceError):
         return ApiError(500, str(err), err.code)
+    if isinstance(err, UpstreamError):  # failed after its answer began (before, the request moved on)
+        return ApiError(502, str(err), err.code)
     return ApiError(500, "internal error: see the server log", "internal_error")
 
 

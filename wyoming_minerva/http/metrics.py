@@ -1,13 +1,15 @@
 """Prometheus metrics on a per-app CollectorRegistry (no global registry: two apps in one process never mix).
 
 Requests and latencies by route template (never the raw path: unknown paths must not grow the label set),
-errors by envelope code, requests in flight, and at scrape time the model manager's queue and models.
+errors by envelope code, requests in flight, and at scrape time the model manager's queue and models, and the
+upstreams' backends (upstream/metrics.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -15,6 +17,8 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..runtime.manager import ModelManager
+from ..upstream import UpstreamPool
+from ..upstream.metrics import UpstreamCollector
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -71,6 +75,11 @@ class Metrics:
         )
         self.in_flight = Gauge("minerva_http_requests_in_flight", "HTTP requests being served", registry=self.registry)
         self.registry.register(ManagerCollector(manager))
+
+    def watch_upstreams(self, pools: Sequence[UpstreamPool[Any]]) -> None:
+        """minerva_backend_* for each upstream pool and its local fallback, read at scrape time."""
+        if pools:
+            self.registry.register(UpstreamCollector(pools))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -25,6 +25,7 @@ class TranscriptionOptions:
     timestamps: bool = False  # segment start/end (subtitles); costs a little decoding time
     word_timestamps: bool = False
     skip_silence: bool = False  # the engine's own VAD filter (useful for long files)
+    local_only: bool = False  # never an upstream (live sessions: interims re-decode several times a second)
 
 
 @dataclass(frozen=True)

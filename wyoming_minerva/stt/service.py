@@ -3,7 +3,8 @@
 It holds the configured programs (one per `--stt-model`, the default first), routes each request to one of them
 (programs.py), and runs it on the shared ModelManager: a program's model loads on first use, so an English-only
 home never loads the multilingual model. Engines are registered by name (`engines`): adding one is a module with a
-TranscriberFactory plus one entry in app.py.
+TranscriberFactory plus one entry in app.py. With upstreams (`--stt-upstream`), a request goes to them first and
+the local program run is the fallback (upstream/failover.py); live sessions stay local (`local_only`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import numpy as np
 from ..errors import BadRequestError, ModelNotFoundError
 from ..runtime.manager import CancelToken, ModelManager
 from ..settings import AsrSettings
+from ..upstream import TranscribingUpstream, UpstreamPool, stream_with_failover
 from .engine import Segment, Transcriber, TranscriberFactory, TranscriptionInfo, TranscriptionOptions
-from .programs import Program, ProgramSpec, Route, detector, route
+from .programs import Program, ProgramSpec, Route, detector, normalise_language, route
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,10 +33,12 @@ class SpeechToText:
         manager: ModelManager,
         engines: Mapping[str, TranscriberFactory],
         data_dirs: tuple[Path, ...] = (),
+        upstream: UpstreamPool[TranscribingUpstream] | None = None,
     ) -> None:
         self.settings = settings
         self.manager = manager
         self.data_dirs = data_dirs
+        self.upstream = upstream  # --stt-upstream servers, preferred while healthy; None = local only
         self._engines = dict(engines)
         programs: list[Program] = []
         for value in settings.models:
@@ -146,7 +150,36 @@ class SpeechToText:
     async def stream(
         self, audio: np.ndarray, options: TranscriptionOptions
     ) -> AsyncIterator[TranscriptionInfo | Segment]:
-        """Yields the TranscriptionInfo first (with the language used or detected), then each Segment as decoded."""
+        """Yields the TranscriptionInfo first (with the language used or detected), then each Segment as decoded.
+
+        With upstreams, the same audio goes to each one in rotation and then to the local programs; the caller
+        gets one answer. ServiceUnavailableError when nothing can serve (--no-local-fallback).
+        """
+        pool = self.upstream
+        if pool is None or options.local_only:
+            async for item in self._local(audio, options):
+                yield item
+            return
+        asked = self._upstream_options(options)
+
+        def ask(client: TranscribingUpstream) -> AsyncIterator[TranscriptionInfo | Segment]:
+            return _answer_of(client, audio, asked)
+
+        async for item in stream_with_failover(pool, ask, lambda: self._local(audio, options)):
+            yield item
+
+    def _upstream_options(self, options: TranscriptionOptions) -> TranscriptionOptions:
+        """The request as an upstream gets it: its own programs route it, so no local program name; a program the
+        client named still fixes the language it means (an English-only program means English)."""
+        language = normalise_language(options.language)
+        if options.model is not None:
+            language = self.plan(options).language or language
+        return dataclasses.replace(options, language=language, model=None)
+
+    async def _local(
+        self, audio: np.ndarray, options: TranscriptionOptions
+    ) -> AsyncIterator[TranscriptionInfo | Segment]:
+        """The local program run: route (detecting the language when needed), then decode on the executor."""
         chosen = self.plan(options)
         if chosen.language is None and options.model is None and len(self.programs) > 1:
             chosen = await self._detect_and_route(audio, chosen)
@@ -183,3 +216,13 @@ class SpeechToText:
             else:
                 segments.append(item)
         return language, segments
+
+
+async def _answer_of(
+    client: TranscribingUpstream, audio: np.ndarray, options: TranscriptionOptions
+) -> AsyncIterator[TranscriptionInfo | Segment]:
+    """An upstream's whole answer in the local stream's shape: the info, then the segments."""
+    info, segments = await client.transcribe(audio, options)
+    yield info
+    for segment in segments:
+        yield segment

@@ -4,6 +4,8 @@ The facade is what the Wyoming handler and the HTTP API share: voice listing and
 the server's flags, sentence-by-sentence streaming (`Speech.stream`), a bounded cache of synthesized pieces.
 Voices are models in the ModelManager (several stay loaded); synthesis runs on its executor, one job per
 piece, so concurrent requests take turns piece by piece instead of waiting for whole answers.
+With upstreams (--tts-upstream) the pieces go to them first and the local voice is the fallback (relay.py): every
+front end gets it through `Speech.stream`, in the format the local voice would have used.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from ..errors import InferenceError, MinervaError, QueueFullError
 from ..runtime.manager import ModelManager
 from ..settings import TtsSettings
 from ..untrusted import clean_text, is_plain_name, looks_like_path, quote_name
+from ..upstream import SpeakingUpstream, UpstreamPool
+from ..upstream.speech import speak_with_failover
 from .engine import SynthesisOptions, Synthesizer, VoiceInfo
+from .relay import UpstreamVoice, converted, speed_of
 from .sentences import DEFAULT_CONFIG, SentenceSplitter, SplitterConfig, SsmlStripper, split_text
 from .support import (
     CLAUSE_PAUSE,
@@ -157,8 +162,10 @@ class TextToSpeech:
         voice_url_format: str = VOICE_URL_FORMAT,
         rescan_seconds: float = 5.0,
         threads: int | None = None,
+        upstream: UpstreamPool[SpeakingUpstream] | None = None,
     ) -> None:
         self.settings = settings
+        self.upstream = upstream  # --tts-upstream servers, preferred while healthy; None = local only
         self.manager = manager
         self.data_dirs = data_dirs
         self.local_files_only = local_files_only
@@ -324,25 +331,36 @@ class TextToSpeech:
         speaker: str | int | None = None,
         options: SpeechOptions | None = None,
     ) -> Speech:
-        """Choose and load the voice (downloading it when allowed), check speaker and options."""
+        """Choose and load the voice (downloading it when allowed), check speaker and options.
+
+        With upstreams, an installed voice is not loaded here (its config says all a request needs): the local
+        voice loads only when an answer falls back to it.
+        """
         merged = (options or SpeechOptions()).over(self.settings)
         name, files = self.choose(voice, language)
         key, load = self._loader(name, files)
-        synth = await self.manager.get(key, load)
-        if files is None:
-            self._rescan()  # the downloaded voice is now installed
+        info = self._infos.get(name) if files is not None and self.upstream is not None else None
+        if info is None:
+            info = (await self.manager.get(key, load)).info
+            if files is None:
+                self._rescan()  # the downloaded voice is now installed
+        asked = UpstreamVoice(
+            name if voice or language else None,  # nothing named: the upstream's own default voice
+            None if speaker is None else str(speaker),
+            speed_of((options or SpeechOptions()).length_scale, self.settings.length_scale),
+        )
         if speaker is None and name == self.default_voice:
             speaker = self.settings.speaker
         synthesis = SynthesisOptions(
-            speaker_id=speaker_id_for(speaker, synth.info),
+            speaker_id=speaker_id_for(speaker, info),
             length_scale=merged.length_scale,
             noise_scale=merged.noise_scale,
             noise_w=merged.noise_w,
             volume=1.0 if merged.volume is None else merged.volume,
         )
-        rate = merged.sample_rate or synth.info.sample_rate
+        rate = merged.sample_rate or info.sample_rate
         silence = merged.sentence_silence or 0.0
-        return Speech(self, key, load, synth, synthesis, rate, silence)
+        return Speech(self, key, load, info, synthesis, rate, silence, asked)
 
     async def synthesize(self, text: str, voice: str | None = None, **kwargs: Any) -> tuple[bytes, AudioFormat]:
         """A whole text as one PCM buffer (for callers that do not stream)."""
@@ -353,7 +371,8 @@ class TextToSpeech:
     async def preload(self) -> None:
         """Load the default voice and run it once, so the first request pays neither."""
         speech = await self.open()
-        await self.manager.run(render_piece, speech.synth, "Ready.", speech.synthesis, speech.format.rate)
+        synth = await self.manager.get(speech.key, speech.load)
+        await self.manager.run(render_piece, synth, "Ready.", speech.synthesis, speech.format.rate)
 
     async def render(self, key: str, synth: Synthesizer, piece: str, synthesis: SynthesisOptions, rate: int) -> bytes:
         cache_key = (key, synthesis, rate, piece)
@@ -392,16 +411,17 @@ class Speech:
         tts: TextToSpeech,
         key: str,
         load: Callable[[], Synthesizer],
-        synth: Synthesizer,
+        voice: VoiceInfo,
         synthesis: SynthesisOptions,
         rate: int,
         silence: float,
+        upstream_voice: UpstreamVoice | None = None,
     ) -> None:
         self._tts = tts
-        self._key = key
-        self._load = load
-        self.synth = synth
-        self.voice: VoiceInfo = synth.info
+        self.key = key  # the local voice in the ModelManager, loaded through `load` when first needed
+        self.load = load
+        self.voice = voice
+        self.upstream_voice = upstream_voice or UpstreamVoice()
         self.synthesis = synthesis
         self.format = AudioFormat(rate, 2, 1)
         self._extra_silence = silence
@@ -410,37 +430,65 @@ class Speech:
     async def stream(self, text: str | AsyncIterable[str], text_format: str | None = None) -> AsyncIterator[bytes]:
         """PCM per piece, each as soon as it is synthesized. `text` is a whole text or its deltas as they come.
 
-        Errors: EmptyTextError, TextTooLongError, UnsupportedTextFormatError, QueueFullError, InferenceError.
-        A whole text is checked before the first piece; deltas are checked as they arrive.
+        Errors: EmptyTextError, TextTooLongError, UnsupportedTextFormatError, QueueFullError, InferenceError;
+        with upstreams also ServiceUnavailableError (nothing can serve) and UpstreamError (a failure after the
+        first audio). A whole text is checked before the first piece; deltas are checked as they arrive.
         """
         self._tts.stats.requests += 1
         self._previous = None
-        async with self._tts.manager.use(self._key, self._load):  # an idle sweep never unloads it mid-answer
-            if isinstance(text, str):
-                for piece in self._tts.pieces(text, text_format):
-                    yield await self._speak(piece)
-                return
-            ssml = SsmlStripper() if text_format_of(text_format) == "ssml" else None
-            splitter = SentenceSplitter(self._tts.splitter)
-            limit, total = self._tts.settings.max_text_chars, 0
-            async for raw in text:
-                total += len(raw)
-                if total > limit:
-                    raise TextTooLongError(
-                        f"the streamed text passed the limit of {limit} characters (--max-text-chars)"
-                    )
-                delta = clean_text(raw)
-                for piece in splitter.feed(ssml.feed(delta) if ssml else delta):
-                    yield await self._speak(piece)
-            for piece in splitter.feed(ssml.finish()) + splitter.finish() if ssml else splitter.finish():
-                yield await self._speak(piece)
-            if self._previous is None:
-                raise EmptyTextError("the text has nothing to speak" if total else "text is empty")
+        pieces = self._pieces(text, text_format)
+        pool = self._tts.upstream
+        audio = self._local(pieces) if pool is None else speak_with_failover(pool, pieces, self._relay, self._local)
+        try:
+            async for _, pcm in audio:
+                yield pcm
+        finally:
+            close = getattr(audio, "aclose", None)  # now, not when collected: the voice and connections are freed
+            if close is not None:
+                await close()
 
-    async def _speak(self, piece: str) -> bytes:
-        pcm = await self._tts.render(self._key, self.synth, piece, self.synthesis, self.format.rate)
+    async def _pieces(self, text: str | AsyncIterable[str], text_format: str | None) -> AsyncIterator[str]:
+        """The pieces to speak, cut here whoever speaks them; EmptyTextError when there are none."""
+        if isinstance(text, str):
+            for piece in self._tts.pieces(text, text_format):
+                yield piece
+            return
+        ssml = SsmlStripper() if text_format_of(text_format) == "ssml" else None
+        splitter = SentenceSplitter(self._tts.splitter)
+        limit, total, count = self._tts.settings.max_text_chars, 0, 0
+        async for raw in text:
+            total += len(raw)
+            if total > limit:
+                raise TextTooLongError(f"the streamed text passed the limit of {limit} characters (--max-text-chars)")
+            delta = clean_text(raw)
+            for piece in splitter.feed(ssml.feed(delta) if ssml else delta):
+                count += 1
+                yield piece
+        for piece in splitter.feed(ssml.finish()) + splitter.finish() if ssml else splitter.finish():
+            count += 1
+            yield piece
+        if count == 0:
+            raise EmptyTextError("the text has nothing to speak" if total else "text is empty")
+
+    async def _local(self, pieces: AsyncIterator[str]) -> AsyncIterator[tuple[AudioFormat, bytes]]:
+        async with self._tts.manager.use(self.key, self.load) as synth:  # an idle sweep never unloads it mid-answer
+            async for piece in pieces:
+                pcm = await self._tts.render(self.key, synth, piece, self.synthesis, self.format.rate)
+                yield self.format, self._pause_before(piece) + pcm
+
+    async def _relay(self, client: SpeakingUpstream, piece: str) -> AsyncIterator[tuple[AudioFormat, bytes]]:
+        """One piece from an upstream, in this answer's format, the pause before it as the local voice has it."""
+        spoken_before = self._previous is not None
+        pause: bytes | None = None
+        async for pcm in converted(client, piece, self.upstream_voice, self.format.rate, spoken_before):
+            if pause is None:
+                pause = self._pause_before(piece)  # at its first audio: a piece that failed before it never counts
+                pcm = pause + pcm
+            yield self.format, pcm
+
+    def _pause_before(self, piece: str) -> bytes:
         previous, self._previous = self._previous, piece
         if previous is None:
-            return pcm
+            return b""
         pause = SENTENCE_PAUSE + self._extra_silence if ends_sentence(previous) else CLAUSE_PAUSE
-        return bytes(2 * round(pause * self.format.rate)) + pcm
+        return bytes(2 * round(pause * self.format.rate))

@@ -100,7 +100,9 @@ class LiveSession:
     # ---- configuration -----------------------------------------------------------------------
 
     def _transcription_options(self, options: SessionOptions) -> TranscriptionOptions:
-        return self.hub.stt.options(language=options.language, prompt=options.prompt)
+        # Local only: interims re-decode the growing utterance several times a second, and a network hop on each
+        # would cost more than a bigger upstream model gains (README: Upstream servers and fleets).
+        return self.hub.stt.options(language=options.language, prompt=options.prompt, local_only=True)
 
     def _endpointer(self) -> Endpointer:
         silence = self.options.silence_ms or self.hub.silence_ms
