@@ -2,40 +2,30 @@
 
 - POST /v1/audio/transcribe-with-speakers (multipart `file`): words → speaker blocks, seed shape.
 - POST /v1/speakers (multipart `name` + one or more `file`), GET /v1/speakers, DELETE /v1/speakers/{name}.
-`known_speakers` (names + data-URL references, OpenAI's fields) is shared with /v1/audio/transcriptions.
+The OpenAI speaker fields (names + data-URL references) are in speaker_fields.py, shared with /v1/audio/transcriptions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import re
 from typing import Annotated, Any
 
-import numpy as np
-from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from ..errors import BadRequestError
 from ..speakers.attribution import Block, sequential_label, speaker_blocks
 from ..speakers.service import MODEL_NAME, SpeakerService, timed_items
 from ..speakers.store import EnrolledSpeaker, SpeakerStore
-from .codecs import DecodedAudio, decode_upload
-from .deps import Ctx, HttpContext, cancel_on_disconnect
+from .deps import Ctx, cancel_on_disconnect
 from .errors import ERROR_RESPONSES, ApiError, ErrorEnvelope, from_minerva
 from .response_formats import kept_segments
+from .speaker_fields import MAX_CLIP_SECONDS, REFERENCE_FIELD_BYTES, Speakers, decode_clip, known_speakers
 from .transcriptions import _language
 
 router = APIRouter(tags=["speakers"])
 
-MAX_REFERENCES = 4
 MAX_ENROL_CLIPS = 10
-REFERENCE_FIELD_BYTES = 8 * 1024 * 1024  # a data URL of 30 s of 44.1 kHz stereo WAV (Starlette's default: 1 MiB)
-MAX_CLIP_SECONDS = 60.0  # decoded audio per reference or enrolment clip (its speech must be 1–30 s)
-_DATA_URL = re.compile(
-    r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*);base64,(?P<data>.*)$", re.S
-)
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
@@ -45,16 +35,6 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 ClipField = Annotated[
     UploadFile, File(description="Audio in any common container/codec: wav, mp3, ogg/opus, webm, flac, m4a/aac, …")
 ]
-
-
-def speakers(ctx: Ctx) -> SpeakerService:
-    service = getattr(ctx.engines, "speakers", None)
-    if not isinstance(service, SpeakerService):
-        raise ApiError(503, "speaker recognition is not available on this server", "service_unavailable")
-    return service
-
-
-Speakers = Annotated[SpeakerService, Depends(speakers)]
 
 
 @router.post(
@@ -81,7 +61,7 @@ async def transcribe_with_speakers(
 
     async def work() -> dict[str, Any]:
         known = await known_speakers(ctx, service, known_speaker_names, known_speaker_references)
-        audio = await _decode(ctx, data, ctx.http.max_audio_seconds, "file")
+        audio = await decode_clip(ctx, data, ctx.http.max_audio_seconds, "file")
         (language_used, segments), found = await asyncio.gather(
             stt.transcribe(audio.samples, options), service.diarize_audio(audio.samples, known)
         )
@@ -122,7 +102,7 @@ async def enrol_speaker(
     clips = [await upload.read() for upload in file]
 
     async def work() -> EnrolledSpeaker:
-        audio = [(await _decode(ctx, clip, MAX_CLIP_SECONDS, "file")).samples for clip in clips]
+        audio = [(await decode_clip(ctx, clip, MAX_CLIP_SECONDS, "file")).samples for clip in clips]
         try:
             return await service.enrol(name, audio, replace)
         except BadRequestError as err:
@@ -153,61 +133,6 @@ def speaker_card(speaker: EnrolledSpeaker) -> dict[str, Any]:
         "created_at": speaker.created,
         "updated_at": speaker.updated,
     }
-
-
-async def known_speakers(
-    ctx: HttpContext, service: SpeakerService, names: list[str] | None, references: list[str] | None
-) -> dict[str, np.ndarray]:
-    """OpenAI's known_speaker_names[] + known_speaker_references[] (data URLs of 1–30 s of speech) → voices."""
-    names, references = names or [], references or []
-    if len(names) != len(references):
-        raise ApiError(
-            400,
-            f"{len(names)} known_speaker_names but {len(references)} known_speaker_references: give one each",
-            "invalid_value",
-            "known_speaker_references",
-        )
-    if len(names) > MAX_REFERENCES:
-        raise ApiError(400, f"at most {MAX_REFERENCES} known speakers", "invalid_value", "known_speaker_names")
-    if len({n.strip().casefold() for n in names}) != len(names) or not all(n.strip() for n in names):
-        raise ApiError(
-            400, "known_speaker_names must be distinct and not empty", "invalid_value", "known_speaker_names"
-        )
-    voices: dict[str, np.ndarray] = {}
-    for name, reference in zip(names, references, strict=True):
-        audio = await _decode(ctx, _data_url_bytes(reference), MAX_CLIP_SECONDS, "known_speaker_references")
-        try:
-            voices[name.strip()] = (await service.voice_print(audio.samples)).vector
-        except BadRequestError as err:
-            raise ApiError(400, f"reference for {name!r}: {err}", err.code, "known_speaker_references") from err
-    return voices
-
-
-def _data_url_bytes(reference: str) -> bytes:
-    match = _DATA_URL.match(reference.strip())
-    if match is None:
-        raise ApiError(
-            400,
-            "known_speaker_references must be base64 data URLs (data:audio/wav;base64,…)",
-            "invalid_value",
-            "known_speaker_references",
-        )
-    try:
-        return base64.b64decode(match["data"], validate=True)
-    except binascii.Error as err:
-        raise ApiError(
-            400, "a known speaker reference is not valid base64", "invalid_value", "known_speaker_references"
-        ) from err
-
-
-async def _decode(ctx: HttpContext, data: bytes, max_seconds: float, param: str) -> DecodedAudio:
-    try:
-        return await ctx.manager.run(decode_upload, data, max_seconds, ctx.settings.asr.vad_aggressiveness)
-    except BadRequestError as err:  # empty, not audio, corrupt, too long
-        status_err = from_minerva(err, param)
-        if param != "file":  # a reference that is not audio is a bad field, not an unsupported upload
-            status_err.status = 400
-        raise status_err from err
 
 
 def _store(service: SpeakerService) -> SpeakerStore:

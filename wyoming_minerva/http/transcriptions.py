@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -15,12 +15,13 @@ from ..errors import BadRequestError, MinervaError
 from ..stt.engine import Segment, TranscriptionInfo, TranscriptionOptions
 from ..stt.service import SpeechToText
 from ..untrusted import quote_name
-from . import response_formats
+from . import diarized, response_formats
 from .codecs import DecodedAudio, decode_upload
 from .deps import Ctx, HttpContext, cancel_on_disconnect
 from .errors import ERROR_RESPONSES, ApiError, ErrorEnvelope, from_minerva
 from .names import OPENAI_STT_MODELS, UnknownSttModel, stt_program_name
 from .response_formats import Granularity, ResponseFormat, Transcript
+from .speaker_fields import REFERENCE_FIELD_BYTES, speakers
 from .streaming import SSE_HEADERS, SSE_MEDIA_TYPE, aclose, sse, sse_error
 
 _LOGGER = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ ModelField = Annotated[
 ]
 PromptField = Annotated[str | None, Form(description="Text that biases decoding (names, spelling)")]
 FormatField = Annotated[ResponseFormat, Form(description="json, text, srt, verbose_json or vtt")]
+TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
 TemperatureField = Annotated[
     float | None,
     Form(ge=0.0, le=1.0, description="0 (or absent) = Whisper's fallback schedule; above 0 = that temperature"),
@@ -73,8 +75,11 @@ TemperatureField = Annotated[
 @router.post(
     "/v1/audio/transcriptions",
     summary="Transcribe audio (OpenAI-compatible)",
+    description=f"`model={diarized.DIARIZE_MODEL}` with `response_format=diarized_json` splits the transcript by "
+    "speaker (see docs/speakers.md).",
     responses=RESPONSES,
     response_class=JSONResponse,
+    form_limits={"max_part_size": REFERENCE_FIELD_BYTES},  # known_speaker_references[] are data URLs
 )
 async def create_transcription(
     request: Request,
@@ -85,7 +90,10 @@ async def create_transcription(
         str | None, Form(description="ISO-639-1 code (en, de…); absent = detect. English-only models use en")
     ] = None,
     prompt: PromptField = None,
-    response_format: FormatField = "json",
+    response_format: Annotated[
+        TranscriptionFormat,
+        Form(description=f"json, text, srt, verbose_json or vtt; diarized_json with {diarized.DIARIZE_MODEL}"),
+    ] = "json",
     temperature: TemperatureField = None,
     timestamp_granularities: Annotated[
         list[Granularity] | None,
@@ -95,12 +103,36 @@ async def create_transcription(
         ),
     ] = None,
     stream: Annotated[
-        bool, Form(description="Server-sent events as segments are decoded (json and text formats only)")
+        bool, Form(description="Server-sent events as segments are decoded (json, text and diarized_json)")
     ] = False,
+    chunking_strategy: Annotated[
+        str | None, Form(description='"auto" or a server_vad object (JSON); checked and accepted')
+    ] = None,
+    known_speaker_names: Annotated[
+        list[str] | None, Form(alias="known_speaker_names[]", description="Up to 4 names for the references")
+    ] = None,
+    known_speaker_references: Annotated[
+        list[str] | None,
+        Form(alias="known_speaker_references[]", description="Data URLs of 1–30 s of each known speaker's speech"),
+    ] = None,
 ) -> Response:
     stt = ctx.stt()
     program = _program(model, stt)
     granularities = tuple(dict.fromkeys(timestamp_granularities or ()))
+    diarized.check_fields(model, response_format, prompt, granularities, stream)
+    diarized.chunking_strategy(chunking_strategy, await request.form())
+    if response_format == "diarized_json":
+        service = speakers(ctx)
+        options = stt.options(
+            language=_language(language),
+            model=program,
+            temperature=temperature or None,
+            timestamps=True,
+            word_timestamps=True,  # diarization gives each word to its speaker
+        )
+        data = await file.read()
+        names, references = known_speaker_names, known_speaker_references
+        return await diarized.respond(request, ctx, service, data, options, names, references, stream)
     if granularities and response_format != "verbose_json":
         raise ApiError(
             400,
@@ -109,7 +141,9 @@ async def create_transcription(
             "timestamp_granularities",
         )
     if stream and response_format not in ("json", "text"):
-        raise ApiError(400, "stream=true works with response_format json or text", "invalid_value", "stream")
+        raise ApiError(
+            400, "stream=true works with response_format json, text or diarized_json", "invalid_value", "stream"
+        )
     options = stt.options(
         language=_language(language),
         model=program,
