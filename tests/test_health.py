@@ -65,7 +65,7 @@ async def test_expected_program_answering_exits_0() -> None:
     async with live_asr() as port:
         code, out, err = await health(f"tcp://127.0.0.1:{port}", "--expect", "asr")
     assert code == 0, err
-    assert out.strip() == f"ok: asr at tcp://127.0.0.1:{port}: faster-whisper"
+    assert out.strip() == f"ok: asr at tcp://127.0.0.1:{port}: tiny.en, base"  # one program per model
 
 
 async def test_another_program_answering_exits_1() -> None:
@@ -104,7 +104,7 @@ async def test_unix_socket_service(tmp_path: Path) -> None:
     finally:
         await app.stop()
     assert code == 0, err
-    assert "faster-whisper" in out
+    assert "tiny.en" in out
 
 
 async def test_usage_errors_exit_2() -> None:
@@ -140,4 +140,4 @@ async def test_without_uri_checks_the_services_the_environment_configures() -> N
         )
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
-    assert out.decode().strip() == f"ok: asr at tcp://127.0.0.1:{port}: faster-whisper"
+    assert out.decode().strip() == f"ok: asr at tcp://127.0.0.1:{port}: tiny.en, base"
