@@ -18,6 +18,7 @@ from ..audio import AudioConverter, AudioFormat, format_from_event
 from ..budget import AudioBudget, BudgetLease
 from ..errors import AudioTooLongError, MinervaError
 from ..settings import AsrSettings
+from ..speakers.service import SpeakerService
 from ..stt.decode import TRAILING_PAD_SAMPLES, Decode, padded
 from ..stt.endpointing import (
     NO_END_MS,
@@ -33,6 +34,7 @@ from ..stt.programs import normalise_language
 from ..stt.service import SpeechToText
 from .info import VERSION, WHISPER_ATTRIBUTION, DescribingHandler
 from .server import EventSink, error_event
+from .speaker_guess import SpeakerGuess
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class Utterance:
     audio: bytearray = field(default_factory=bytearray)
     endpointer: Endpointer | None = None
     speculative: Decode | None = None
+    guess: SpeakerGuess | None = None  # who speaks, found beside the latest decode (with enrolled voices)
     answered: bool = False
     failed: bool = False
     last_speech_wall: float = 0.0
@@ -98,11 +101,17 @@ class Utterance:
 
 class AsrHandler(DescribingHandler):
     def __init__(
-        self, sink: EventSink, stt: SpeechToText, settings: AsrSettings, budget: AudioBudget | None = None
+        self,
+        sink: EventSink,
+        stt: SpeechToText,
+        settings: AsrSettings,
+        budget: AudioBudget | None = None,
+        speakers: SpeakerService | None = None,
     ) -> None:
         super().__init__(sink, lambda: asr_info(stt, settings))
         self.stt = stt
         self.settings = settings
+        self.speakers = speakers  # with enrolled voices, transcripts carry context.speaker
         self._program: str | None = None  # select-program: for the rest of the connection
         self.budget = budget or AudioBudget(1 << 62)  # without one: bounded per utterance only
         self._utterance: Utterance | None = None
@@ -193,6 +202,7 @@ class AsrHandler(DescribingHandler):
             utterance.held.take(int(seconds * SAMPLE_RATE + 1) * 2)  # what the converted chunk will hold
         except MinervaError:
             utterance.failed = True
+            utterance.audio = bytearray()  # never decoded now: free it with its share of the budget
             utterance.held.release()
             self._discard_speculation()
             raise
@@ -233,6 +243,10 @@ class AsrHandler(DescribingHandler):
         options = self.stt.options(language=utterance.language, model=utterance.program, hints=utterance.hints)
         decode = Decode(self.stt, padded(utterance.audio, end, speech_end), options, speech_end)
         decode.start()
+        if self.speakers is not None and self.speakers.enrolled:  # homes without enrolled voices pay nothing
+            if utterance.guess is not None:
+                utterance.guess.cancel()
+            utterance.guess = SpeakerGuess(self.speakers, bytes(utterance.audio[: 2 * end]), speech_end)
         return decode
 
     def _reusable(self, utterance: Utterance, speech_end: int, whole: bool = False) -> Decode:
@@ -288,18 +302,23 @@ class AsrHandler(DescribingHandler):
             if utterance.held is not None:
                 utterance.held.release()
         text = clean_transcript("".join(texts), heard)
+        guess = utterance.guess
+        if guess is not None and (decode is None or not text or guess.end_sample != decode.end_sample):
+            guess = None  # nothing said, or a guess for other audio than the transcript's
+        context = await guess.context() if guess is not None else None
         if not started:
             await self.sink.send(TranscriptStart(language=language).event())
-        await self.sink.send(Transcript(text=text, language=language).event())
+        await self.sink.send(Transcript(text=text, language=language, context=context).event())
         await self.sink.send(TranscriptStop().event())
         since_speech = (time.monotonic() - utterance.last_speech_wall) * 1000 if utterance.last_speech_wall else -1
         _LOGGER.info(
-            "ASR %s: %.2f s audio, decode %.0f ms, end of speech → transcript %.0f ms, %d chars",
+            "ASR %s: %.2f s audio, decode %.0f ms, end of speech → transcript %.0f ms, %d chars%s",
             self.sink.peer,
             decode.audio_seconds if decode else 0.0,
             decode.decode_ms if decode else 0.0,
             since_speech,
             len(text),
+            f", waited {guess.waited_ms:.0f} ms for the speaker" if guess is not None else "",
         )
 
     async def drain(self) -> None:
@@ -309,6 +328,8 @@ class AsrHandler(DescribingHandler):
 
     async def disconnect(self) -> None:
         self._discard_speculation()
+        if self._utterance is not None and self._utterance.guess is not None:
+            self._utterance.guess.cancel()
         if self._utterance is not None and self._utterance.held is not None:
             self._utterance.held.release()
         for task in list(self._tasks):

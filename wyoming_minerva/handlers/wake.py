@@ -113,7 +113,16 @@ class WakeHandler(DescribingHandler):
     async def _send_detections(self, stream: WakeStream) -> None:
         try:
             async for detection in stream:
-                await self.sink.send(Detection(name=detection.name, timestamp=detection.timestamp_ms).event())
+                # With enrolled voices, who said it (wyoming 1.10's detection.speaker) and how sure that is.
+                score = {"speaker_score": detection.speaker_score} if detection.speaker_score is not None else None
+                await self.sink.send(
+                    Detection(
+                        name=detection.name,
+                        timestamp=detection.timestamp_ms,
+                        speaker=detection.speaker,
+                        context=score,
+                    ).event()
+                )
         except Exception as err:
             _LOGGER.warning("%s: wake stream failed: %s", self.sink.peer, err)
             await self.sink.send(error_event(err))

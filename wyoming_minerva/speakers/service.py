@@ -122,8 +122,14 @@ class SpeakerService:
         _, turns = found.labelled(label)
         return openai_segments(speaker_blocks(timed_items(segments), turns))
 
-    async def identify(self, audio: np.ndarray) -> tuple[str, float] | None:
-        """The enrolled voice this clip is spoken in, with its cosine; None without a match (or no enrolment)."""
+    @property
+    def enrolled(self) -> bool:
+        """Whether any voice is enrolled: without one, identify() answers None at once and costs nothing."""
+        return self.store is not None and bool(self.store.names())
+
+    async def identify(self, audio: np.ndarray, threshold: float | None = None) -> tuple[str, float] | None:
+        """The enrolled voice this clip is spoken in, with its cosine; None without a match (or no enrolment).
+        `threshold`: the cosine that names a voice (default: the one that names diarized speakers)."""
         voices = self.store.centroids() if self.store else {}
         if not voices:
             return None
@@ -131,7 +137,8 @@ class SpeakerService:
             clip = await self.voice_print(audio, shortest=0.3, longest=float("inf"))
         except BadRequestError:
             return None
-        named = d.name_clusters(clip.vector[None, :], voices, self.config.known_threshold)
+        limit = self.config.known_threshold if threshold is None else threshold
+        named = d.name_clusters(clip.vector[None, :], voices, limit)
         return named.get(0)
 
     # ---- enrolled voices -------------------------------------------------------------------------

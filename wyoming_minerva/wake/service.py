@@ -29,6 +29,7 @@ from ..settings import WakeSettings
 from .catalog import Engine, Sensitivity, WakeCatalog, WakeModelInfo, parse_model_options, sensitivity
 from .microwakeword import MicroDetector, MicroModel, MicroStream
 from .openwakeword import CHUNK, OwwClassifier, OwwDetector, OwwFeatures, OwwStream
+from .speaker_gate import SpeakerGate
 from .stream import WakeDetection, WakeEvent, WakeStream
 from .tflite import TfLite
 from .trigger import SilenceGate, Trigger
@@ -97,11 +98,14 @@ class WakeWords:
         manager: ModelManager,
         catalog: WakeCatalog | None = None,
         installed_dirs: tuple[Path, ...] = (),
+        speakers: SpeakerGate | None = None,
     ) -> None:
         self.settings = settings
         self.manager = manager
         # Where the model catalog installs wake words (`<data dir>/wake`): looked at once they exist.
         self.installed_dirs = installed_dirs
+        # Names who said each wake word (enrolled voices) and, with --wake-speakers, lets only those voices wake.
+        self.speakers = speakers
         self.catalog = catalog or self._discover()
         self.sensitivities = self._sensitivities(self.catalog)
         self.threads = settings.threads or max(1, min(2, os.cpu_count() or 1))
@@ -198,12 +202,13 @@ class WakeWords:
             gate = SilenceGate() if self.settings.silence_gate else None
             oww_stream = OwwStream(features, oww, gate, MAX_WINDOWS_PER_ROUND) if features and oww else None
             micro_stream = MicroStream(micro) if micro else None
-            worker = WorkerStream(fmt, oww_stream, micro_stream, MAX_WINDOWS_PER_ROUND * CHUNK)
+            keep = self.speakers is not None  # the last seconds of audio, for the speaker of a detection
+            worker = WorkerStream(fmt, oww_stream, micro_stream, MAX_WINDOWS_PER_ROUND * CHUNK, keep_phrases=keep)
         except BaseException:
             await holds.aclose()
             raise
         shard = self._shard()
-        stream = WakeStream(self, next(self._ids), peer, requested, fmt, worker, shard, holds)
+        stream = WakeStream(self, next(self._ids), peer, requested, fmt, worker, shard, holds, self.speakers)
         self._streams[id(worker)] = stream
         shard.add(worker)
         return stream

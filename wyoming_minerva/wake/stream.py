@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..audio import AudioFormat
 from ..errors import MinervaError
 from .catalog import Engine, WakeModelInfo
+from .speaker_gate import SpeakerGate
 from .trigger import SAMPLE_RATE
 from .worker import FINISH, Report, WakeShard, WorkerStream
 
@@ -37,6 +42,8 @@ class WakeDetection:
     engine: Engine
     timestamp_ms: int  # audio time since audio-start
     probability: float
+    speaker: str | None = None  # the enrolled voice that said it (speaker gate), if any
+    speaker_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class WakeStream:
         worker: WorkerStream,
         shard: WakeShard,
         holds: contextlib.AsyncExitStack,
+        gate: SpeakerGate | None = None,
     ) -> None:
         self.id = stream_id
         self.peer = peer
@@ -84,6 +92,11 @@ class WakeStream:
         self.detections = 0
         self.error: MinervaError | None = None
         self.closed = False
+        # With a speaker gate, detections wait here (in order, with what follows them) while their phrase is
+        # identified; one task works through them.
+        self._gate = gate
+        self._outbox: deque[tuple[WakeDetection | MinervaError | object, np.ndarray | None]] = deque()
+        self._vetting: asyncio.Task[None] | None = None
 
     @property
     def format(self) -> AudioFormat:
@@ -138,6 +151,8 @@ class WakeStream:
         self._finished.set()
         self._queue.put_nowait(_END)
         self._owner._forget(self)
+        if self._vetting is not None:
+            self._vetting.cancel()
         await self._holds.aclose()
 
     # ---- from the worker (on the loop) --------------------------------------------------------
@@ -148,7 +163,8 @@ class WakeStream:
         self._queued_bytes -= report.consumed
         if self._queued_bytes <= self._max_backlog // 2:
             self._drained.set()
-        for hit in report.hits:
+        phrases = report.phrases or [None] * len(report.hits)
+        for hit, phrase in zip(report.hits, phrases, strict=True):
             info = self._engines[hit.label]
             detection = WakeDetection(
                 name=hit.label,
@@ -157,22 +173,74 @@ class WakeStream:
                 timestamp_ms=hit.sample * 1000 // SAMPLE_RATE,
                 probability=hit.probability,
             )
-            self.detections += 1
+            self._emit(detection, phrase)
+        if report.error is not None:
+            self.error = report.error
+            self._drained.set()
+            self._finished.set()
+            self._emit(report.error)
+        if report.finished:
+            self._emit(_END)
+
+    def _emit(self, item: WakeDetection | MinervaError | object, phrase: np.ndarray | None = None) -> None:
+        """Deliver in order; a detection passes the speaker gate first when the gate has anything to do."""
+        if not self._outbox and not (self._gate is not None and isinstance(item, WakeDetection) and self._gate.active):
+            self._deliver(item)
+            return
+        self._outbox.append((item, phrase))
+        if self._vetting is None:
+            self._vetting = asyncio.create_task(self._vet_outbox(), name=f"wake-speaker-{self.id}")
+
+    async def _vet_outbox(self) -> None:
+        try:
+            while self._outbox and not self.closed:
+                item, phrase = self._outbox[0]
+                if isinstance(item, WakeDetection) and self._gate is not None:
+                    item = await self._vet(self._gate, item, phrase)
+                self._outbox.popleft()
+                if item is not None and not self.closed:
+                    self._deliver(item)
+        finally:
+            self._vetting = None
+
+    async def _vet(
+        self, gate: SpeakerGate, detection: WakeDetection, phrase: np.ndarray | None
+    ) -> WakeDetection | None:
+        started = time.perf_counter()
+        try:
+            verdict = await gate.check(phrase)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # identification failed: a gate that lets only some voices through stays shut
+            _LOGGER.warning("Wake word %s of stream %d: speaker check failed: %s", detection.name, self.id, err)
+            return None if gate.allowed else detection
+        took = (time.perf_counter() - started) * 1000
+        if not verdict.allowed:
             _LOGGER.info(
-                "Wake word %s detected at %d ms of stream %d (%s), probability %.2f",
+                "Wake word %s at %d ms of stream %d (%s) not delivered: not said by a --wake-speakers voice "
+                "(checked in %.0f ms)",
                 detection.name,
                 detection.timestamp_ms,
                 self.id,
                 self.peer,
-                detection.probability,
+                took,
             )
-            self._queue.put_nowait(detection)
-            self._owner._broadcast(WakeEvent(detection, self.id, self.peer, time.time()))
-        if report.error is not None:
-            self.error = report.error
-            self._queue.put_nowait(report.error)
-            self._drained.set()
+            return None
+        _LOGGER.debug("Wake word %s of stream %d: speaker %s (%.0f ms)", detection.name, self.id, verdict.speaker, took)
+        return dataclasses.replace(detection, speaker=verdict.speaker, speaker_score=verdict.score)
+
+    def _deliver(self, item: WakeDetection | MinervaError | object) -> None:
+        if isinstance(item, WakeDetection):
+            self.detections += 1
+            _LOGGER.info(
+                "Wake word %s detected at %d ms of stream %d (%s), probability %.2f",
+                item.name,
+                item.timestamp_ms,
+                self.id,
+                self.peer,
+                item.probability,
+            )
+            self._owner._broadcast(WakeEvent(item, self.id, self.peer, time.time()))
+        elif item is _END:
             self._finished.set()
-        if report.finished:
-            self._finished.set()
-            self._queue.put_nowait(_END)
+        self._queue.put_nowait(item)

@@ -26,6 +26,8 @@ from ..audio import AudioConverter, AudioFormat
 from ..errors import InferenceError, MinervaError
 from .microwakeword import MicroStream
 from .openwakeword import CHUNK, WINDOW, Hit, OwwRunners, OwwStream, process
+from .speaker_gate import PHRASE_SECONDS, RecentAudio
+from .trigger import SAMPLE_RATE
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class Report:
 
     stream: WorkerStream
     hits: list[Hit] = field(default_factory=list)
+    phrases: list[np.ndarray | None] = field(default_factory=list)  # per hit, the audio before it (speaker gate)
     consumed: int = 0  # input bytes taken from the inbox
     finished: bool = False
     error: MinervaError | None = None
@@ -46,7 +49,14 @@ class Report:
 class WorkerStream:
     """The worker side of one stream. The loop only appends to `inbox` and sets `closed`."""
 
-    def __init__(self, fmt: AudioFormat, oww: OwwStream | None, micro: MicroStream | None, max_samples: int) -> None:
+    def __init__(
+        self,
+        fmt: AudioFormat,
+        oww: OwwStream | None,
+        micro: MicroStream | None,
+        max_samples: int,
+        keep_phrases: bool = False,
+    ) -> None:
         self.inbox: deque[tuple[AudioFormat, bytes | memoryview] | object] = deque()
         self.closed = False
         self.oww = oww
@@ -56,6 +66,10 @@ class WorkerStream:
         self._converter = AudioConverter(fmt)
         self._converted = bytearray()  # 16 kHz s16 not yet fed to the engines
         self.samples = 0  # 16 kHz samples fed to the engines since audio-start
+        # The last seconds fed, for the speaker gate: what a detection's phrase is copied from. openWakeWord's
+        # outputs trail what was fed by less than two rounds (2 × max_samples), so the ring holds that much more.
+        phrase = int(PHRASE_SECONDS * SAMPLE_RATE)
+        self.recent = RecentAudio(phrase + 2 * max_samples + CHUNK) if keep_phrases else None
         self.finishing = False
         self.done = False
 
@@ -108,9 +122,18 @@ class WorkerStream:
 
     def _push(self, pcm: bytes) -> list[Hit]:
         self.samples += len(pcm) // 2
+        samples = np.frombuffer(pcm, dtype="<i2")
+        if self.recent is not None:
+            self.recent.push(samples)
         if self.oww is not None:
-            self.oww.push(np.frombuffer(pcm, dtype="<i2"))
+            self.oww.push(samples)
         return self.micro.push(pcm) if self.micro is not None else []
+
+    def phrases(self, hits: list[Hit]) -> list[np.ndarray | None]:
+        """The audio up to each hit (PHRASE_SECONDS of it), when this stream keeps it."""
+        if self.recent is None:
+            return [None] * len(hits)
+        return [self.recent.before(hit.sample, int(PHRASE_SECONDS * SAMPLE_RATE)) for hit in hits]
 
     @property
     def pending(self) -> bool:
@@ -229,6 +252,7 @@ class WakeShard:
             self._process(batch, reports)
         for key, report in reports.items():
             stream = report.stream
+            report.phrases = stream.phrases(report.hits)
             if report.error is not None:
                 stream.done = True
             elif stream.finishing and not stream.pending:
