@@ -11,6 +11,10 @@ Prints figures only. Three parts:
 3. Failover: a pool of [real minerva over tcp://] with a second real minerva standing in for the local engine
    (the in-process engine is wired in by the integration); the upstream is SIGSTOPped right before a request.
    Figures: time to the answer, and to the prober marking the upstream down without any request.
+4. The wired server: a front minerva process (`--stt-upstream tcp://… --tts-upstream tcp://…`, its own models
+   preloaded as the fallback) in front of an upstream minerva, both asked the way Home Assistant does, interleaved:
+   what the whole front server adds (Wyoming in, the failover wrapper, Wyoming out); then the upstream is
+   SIGSTOPped right before a request to the front, which answers with its own model.
 """
 
 from __future__ import annotations
@@ -314,6 +318,55 @@ async def part_three(audio: np.ndarray, settings: UpstreamSettings, runs: int) -
     print(f"   upstream stops → prober marks it down:   {describe_ms(downs)}")
 
 
+async def part_four(speech: Speech, pcm: bytes, rounds: int, runs: int, settings: UpstreamSettings) -> None:
+    print("4. The wired server: Home Assistant → front minerva → upstream minerva, vs the upstream directly")
+    up = [free_port() for _ in range(3)]
+    front = [free_port() for _ in range(3)]
+    upstream_flags = ["--stt-upstream", f"tcp://127.0.0.1:{up[0]}", "--tts-upstream", f"tcp://127.0.0.1:{up[1]}"]
+    health = [
+        *("--upstream-probe-interval", f"{settings.probe_interval:g}"),
+        *("--upstream-probe-timeout", f"{settings.probe_timeout:g}", "--upstream-timeout", "60"),
+    ]
+    with server_process([*minerva_args(*up), "--no-endpointing"]) as upstream:
+        await wait_ready(up[0], 180)
+        await wait_ready(up[1], 60)
+        with server_process([*minerva_args(*front), "--no-endpointing", *upstream_flags, *health]):
+            await wait_ready(front[0], 180)
+            await wait_ready(front[1], 60)
+            stt_times = await interleaved(
+                rounds,
+                {
+                    "upstream directly": lambda: direct_asr(up[0], pcm, speech.rate),
+                    "through the front": lambda: direct_asr(front[0], pcm, speech.rate),
+                },
+            )
+            tts_times = await interleaved(
+                rounds,
+                {
+                    "upstream directly": lambda: direct_tts_first(up[1]),
+                    "through the front": lambda: direct_tts_first(front[1]),
+                },
+            )
+            answers = []
+            for _ in range(runs):
+                upstream.send_signal(signal.SIGSTOP)
+                try:
+                    started = time.perf_counter()
+                    await direct_asr(front[0], pcm, speech.rate)
+                    answers.append((time.perf_counter() - started) * 1000)
+                finally:
+                    upstream.send_signal(signal.SIGCONT)
+                # back in rotation: the front's own decode would otherwise take the next request
+                await asyncio.sleep(settings.probe_timeout + 3)
+                await direct_asr(front[0], pcm, speech.rate)
+    for title, results in (("STT 3-4 s command", stt_times), ("TTS first audio", tts_times)):
+        base = statistics.median(results["upstream directly"])
+        for name, times in results.items():
+            delta = "" if name == "upstream directly" else f"  (median {statistics.median(times) - base:+.0f} ms)"
+            print(f"   {title:17s} {name:18s} {describe_ms(times)}{delta}")
+    print(f"   request to the front as the upstream stops → transcript: {describe_ms(answers)}")
+
+
 async def until(condition: Callable[[], bool], timeout: float) -> None:
     async with asyncio.timeout(timeout):
         while True:
@@ -325,10 +378,10 @@ async def until(condition: Callable[[], bool], timeout: float) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=20, help="requests per figure in parts 1 and 2 (default 20)")
-    parser.add_argument("--failover-runs", type=int, default=3, help="SIGSTOP runs in part 3 (default 3)")
+    parser.add_argument("--failover-runs", type=int, default=3, help="SIGSTOP runs in parts 3, 4 (default 3)")
     parser.add_argument("--probe-interval", type=float, default=UpstreamSettings.probe_interval)
     parser.add_argument("--probe-timeout", type=float, default=UpstreamSettings.probe_timeout)
-    parser.add_argument("--parts", default="1,2,3", help="which parts to run (default 1,2,3)")
+    parser.add_argument("--parts", default="1,2,3,4", help="which parts to run (default 1,2,3,4)")
     args = parser.parse_args()
     parts = {int(p) for p in args.parts.split(",")}
     speech = Speech()
@@ -340,9 +393,11 @@ async def main() -> None:
         await part_one(audio, args.rounds)
     if 2 in parts:
         await part_two(speech, pcm, audio, args.rounds)
+    settings = UpstreamSettings(probe_interval=args.probe_interval, probe_timeout=args.probe_timeout, timeout=60)
     if 3 in parts:
-        settings = UpstreamSettings(probe_interval=args.probe_interval, probe_timeout=args.probe_timeout, timeout=60)
         await part_three(audio, settings, args.failover_runs)
+    if 4 in parts:
+        await part_four(speech, pcm, args.rounds, args.failover_runs, settings)
 
 
 if __name__ == "__main__":

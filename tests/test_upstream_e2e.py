@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import signal
 import sys
@@ -21,6 +22,7 @@ from asr_helpers import read_until, send_audio, transcript_text
 from conftest import ENGLISH, Speech, normalise, wyoming_client
 from tts_helpers import read_answer, send_stream
 from upstream_helpers import closed_port, fake_openai
+from ws_helpers import connect, receive_json, receive_until, send_paced
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioStop
 from wyoming.tts import Synthesize
@@ -274,6 +276,9 @@ async def test_fake_upstreams_audio_is_converted_and_a_failure_mid_answer_is_ret
             answer = await read_answer(client, "audio-stop")
         assert answer.formats() == {(22050, 2, 1)} and "error" not in answer.types
         assert abs(answer.seconds() - sum(map(len, fake_tts.speech)) // 2 / 24000) < 0.02
+        # Live sessions decode here (the fake would have said "turn on the kitchen lights").
+        assert normalise(await live_final(app, speech, "What time is it?")) == "what time is it"
+        assert not [r for r in fake_stt.requests if r.method == "POST"]
         # Failing before any audio (closed before the body; closed mid-JSON): the same request, locally, once.
         fake_stt.mode, fake_tts.mode = "close_mid", "close_before_body"
         stt_posts, tts_posts = len(fake_stt.requests), len(fake_tts.requests)
@@ -315,6 +320,21 @@ async def test_a_pure_proxy_with_nothing_up_answers_503_with_retry_after_and_ser
             answer = await read_answer(client, "audio-stop")
         assert answer.types == ["error"] and answer.events[0].data["code"] == "service_unavailable"
         assert not local_loaded(app)  # a pure proxy never loads a local model
+
+
+async def live_final(app: App, speech: Speech, text: str) -> str:
+    """One utterance through WS /v1/audio/transcriptions/stream, ended by `finalize`: the final's text."""
+    async with connect(f"ws://127.0.0.1:{app.http_port}/v1/audio/transcriptions/stream") as ws:
+        await ws.send(json.dumps({"type": "start", "rate": speech.rate, "language": "en"}))
+        await receive_json(ws)
+        await send_paced(ws, speech.silence(0.3) + speech.say(text), speech.rate, pace=None)
+        await ws.send(json.dumps({"type": "finalize"}))
+        messages = await receive_until(ws, "transcript", timeout=60)
+        while not messages[-1].get("is_final"):
+            messages += await receive_until(ws, "transcript", timeout=60)
+        await ws.send(json.dumps({"type": "stop"}))
+        await receive_until(ws, "done")
+    return str(messages[-1]["text"])
 
 
 async def transcribe_until_error(client: Any, speech: Speech) -> list[Any]:
