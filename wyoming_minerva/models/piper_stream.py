@@ -11,7 +11,11 @@ lets the first chunk play while the rest is decoded. A model whose graph does no
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +29,9 @@ _LOGGER = logging.getLogger(__name__)
 DECODER_SCOPE = "/dec/"  # node names of the decoder in Piper's exports (torch.onnx scopes)
 PAD_FRAMES = 12  # latent frames of context on each side of a chunk (the decoder's reach is ~10)
 FIRST_CHUNK_FRAMES = 32  # ~0.37 s of audio at 22.05 kHz: sooner first audio
+CHUNK_FRAMES = 192  # ~2.2 s: bounds the decoder's memory (~41 MiB); larger chunks waste less on padding
+CUT_TIMEOUT_SECONDS = 300  # cutting a large voice on a slow machine
 _PROVIDERS = ["CPUExecutionProvider"]
-CHUNK_FRAMES = 192  # ~2.2 s: bounds the decoder's memory; larger chunks waste less on padding
 
 
 @dataclass(frozen=True)
@@ -119,16 +124,43 @@ class VitsModel:
 
 
 def _load_cut(model_path: Path, options: Any) -> tuple[Any, Any, Cut] | None:
-    """The two sessions of a cut model, with as few copies of the weights alive at once as possible.
+    """The two sessions of a cut model, or None when the model has no decoder to cut at.
 
-    Each part is written to a temporary file and loaded from there: a session made from bytes in memory keeps
-    a second copy of the weights for its whole life.
+    The cutting runs in a child process: parsing and rewriting the graph holds two copies of the weights for
+    a moment, and the child gives all of that back when it exits. The parts are loaded from files (a session
+    made from bytes in memory keeps a second copy of the weights for its whole life); the front part's weights
+    are in an external file that ONNX Runtime maps instead of copying.
     """
-    try:
-        import onnx
-    except ImportError:
-        return None
     import onnxruntime
+
+    with tempfile.TemporaryDirectory(prefix="minerva-voice-") as folder:
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        done = subprocess.run(
+            [sys.executable, "-m", __name__, str(model_path), folder],
+            capture_output=True,
+            text=True,
+            timeout=CUT_TIMEOUT_SECONDS,
+            env=env,
+            check=False,
+        )
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"exit status {done.returncode}")
+        if not done.stdout.strip():
+            return None
+        names = json.loads(done.stdout)
+        cut = Cut(names[0], tuple(names[1:]))
+        front = onnxruntime.InferenceSession(
+            str(Path(folder) / "front.onnx"), sess_options=options, providers=_PROVIDERS
+        )
+        back = onnxruntime.InferenceSession(str(Path(folder) / "back.onnx"), sess_options=options, providers=_PROVIDERS)
+    return front, back, cut
+
+
+def write_parts(model_path: Path, folder: Path) -> Cut | None:
+    """Write the front part (front.onnx + front.data) and the back part (back.onnx) of a model; None: no cut."""
+    import onnx
 
     model = onnx.load(str(model_path))
     graph = model.graph
@@ -140,30 +172,31 @@ def _load_cut(model_path: Path, options: Any) -> tuple[Any, Any, Cut] | None:
     back_inputs = {name for index in back_nodes for name in graph.node[index].input}
     front_inputs = {name for index, node in enumerate(graph.node) if index not in back_set for name in node.input}
     cut_values = [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in cut.names]
-    with tempfile.TemporaryDirectory(prefix="minerva-voice-") as folder:
-        back_path, front_path = Path(folder) / "back.onnx", Path(folder) / "front.onnx"
-        back_graph = onnx.helper.make_graph(
-            [graph.node[index] for index in back_nodes],
-            "decoder",
-            cut_values,
-            list(graph.output),
-            [tensor for tensor in graph.initializer if tensor.name in back_inputs],
-        )
-        onnx.save(
-            onnx.helper.make_model(back_graph, opset_imports=list(model.opset_import), ir_version=model.ir_version),
-            str(back_path),
-        )
-        del back_graph
-        # The front part is the model itself, trimmed in place: its large weights are never copied.
-        for index in sorted(back_set, reverse=True):
-            del graph.node[index]
-        for index in reversed(range(len(graph.initializer))):
-            if graph.initializer[index].name not in front_inputs:
-                del graph.initializer[index]
-        del graph.output[:]
-        graph.output.extend(cut_values)
-        onnx.save(model, str(front_path), save_as_external_data=True, location="front.data")
-        del model, graph  # before the sessions load: one copy of the weights at a time
-        front = onnxruntime.InferenceSession(str(front_path), sess_options=options, providers=_PROVIDERS)
-        back = onnxruntime.InferenceSession(str(back_path), sess_options=options, providers=_PROVIDERS)
-    return front, back, cut
+    back_graph = onnx.helper.make_graph(
+        [graph.node[index] for index in back_nodes],
+        "decoder",
+        cut_values,
+        list(graph.output),
+        [tensor for tensor in graph.initializer if tensor.name in back_inputs],
+    )
+    back_model = onnx.helper.make_model(back_graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    onnx.save(back_model, str(folder / "back.onnx"))
+    # The front part is the model itself, trimmed in place.
+    for index in sorted(back_set, reverse=True):
+        del graph.node[index]
+    for index in reversed(range(len(graph.initializer))):
+        if graph.initializer[index].name not in front_inputs:
+            del graph.initializer[index]
+    del graph.output[:]
+    graph.output.extend(cut_values)
+    onnx.save(model, str(folder / "front.onnx"), save_as_external_data=True, location="front.data")
+    return cut
+
+
+if __name__ == "__main__":  # the child process of _load_cut: MODEL FOLDER → the cut's names as JSON, or nothing
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        sys.exit(0)  # no onnx package: the voice runs whole
+    written = write_parts(Path(sys.argv[1]), Path(sys.argv[2]))
+    print(json.dumps(list(written.names)) if written else "")
