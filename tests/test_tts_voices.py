@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
@@ -206,7 +207,7 @@ async def test_a_named_voice_is_downloaded_only_when_allowed(tmp_path: Path) -> 
             assert (data / "en_GB-alba-medium.onnx").is_file()
             # Once there, a second open uses the loaded model: same manager key as a data-dir voice.
             await online.open("alba")
-            assert online.manager.load_count(speech._key) == 1
+            assert online.manager.load_count(speech.key) == 1
 
 
 # ---- the facade -------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ async def test_voices_list_bundled_and_data_dir_voices_and_several_stay_loaded(t
         gb = await tts.open(language="en-GB", speaker="bob")
         assert (us.voice.name, gb.voice.name) == ("en_US-joe-medium", "en_GB-alba-medium")
         assert gb.synthesis.speaker_id == 1
-        assert tts.manager.is_loaded(us._key) and tts.manager.is_loaded(gb._key)
+        assert tts.manager.is_loaded(us.key) and tts.manager.is_loaded(gb.key)
         with pytest.raises(UnknownSpeakerError, match="anna, bob"):
             await tts.open("alba", speaker="carol")
         with pytest.raises(UnknownVoiceError, match="en_GB-alba-medium, en_US-joe-medium"):
@@ -298,17 +299,36 @@ async def test_streamed_deltas_are_checked_as_they_come() -> None:
 
 
 def test_audio_cache_is_bounded_and_least_recently_used_goes_first() -> None:
-    cache = AudioCache(max_bytes=400)
-    cache.put("a", bytes(100))
-    cache.put("b", bytes(100))
-    cache.put("c", bytes(100))
+    cache = AudioCache(max_bytes=40_000)
+    cache.put("a", bytes(9_000))
+    cache.put("b", bytes(9_000))
+    cache.put("c", bytes(9_000))
     assert cache.get("a") is not None  # a is now the most recent
-    cache.put("d", bytes(100))
-    cache.put("e", bytes(100))
-    assert cache.get("b") is None and cache.get("a") is not None and cache.size_bytes <= 400
-    cache.put("huge", bytes(300))  # over a quarter of the cache: not kept
+    cache.put("d", bytes(9_000))
+    cache.put("e", bytes(9_000))
+    assert cache.get("b") is None and cache.get("a") is not None and cache.size_bytes <= 40_000
+    cache.put("huge", bytes(10_000))  # over a quarter of the cache with its overhead: not kept
     assert cache.get("huge") is None
     assert AudioCache(0).get("x") is None
+
+
+def test_audio_cache_counts_what_it_really_holds() -> None:
+    """Many small pieces with long keys: the memory the entries really take stays under the limit."""
+    limit = 2_000_000
+    cache = AudioCache(max_bytes=limit)
+    options = SynthesisOptions()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for number in range(5_000):
+            text = f"Sentence number {number} about the living room lamp, which is on again."
+            cache.put(("piper:/voices/en_US-joe-medium.onnx", options, 22050, text), bytes(range(256)) * 4)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(cache) < 5_000  # the limit was reached
+    assert cache.size_bytes <= limit
+    assert held <= limit  # counting only the PCM length, the entries would hold ~1.5x the limit
 
 
 def test_trim_silence_keeps_the_speech_and_a_short_margin() -> None:

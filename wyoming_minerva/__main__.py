@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 
+from .allocator import limit_heap_growth
 from .app import run
 from .cli import parse_settings
 from .errors import MinervaError
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wyoming-minerva: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO, format=settings.log_format)
+    limit_heap_growth()
     try:
         asyncio.run(run(settings))
     except ConfigError as err:  # found at start: a voice, speaker, wake word or model path that is not there

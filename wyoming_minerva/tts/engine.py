@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -31,4 +32,11 @@ class Synthesizer(Protocol):
 
     def synthesize(self, text: str, options: SynthesisOptions) -> bytes:
         """Blocking; returns 16-bit mono PCM at info.sample_rate for one sentence."""
+        ...
+
+
+@runtime_checkable
+class StreamingSynthesizer(Synthesizer, Protocol):
+    def stream(self, text: str, options: SynthesisOptions) -> Iterator[bytes]:
+        """Blocking; the PCM of `synthesize` in parts, each as soon as it is made."""
         ...

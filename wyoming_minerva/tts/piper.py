@@ -11,24 +11,28 @@ front end gets it through `Speech.stream`, in the format the local voice would h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..audio import AudioFormat, convert_pcm
+from ..audio import AudioConverter, AudioFormat, convert_pcm, float_to_pcm16
 from ..errors import InferenceError, MinervaError, QueueFullError
-from ..runtime.manager import ModelManager
+from ..runtime.manager import CancelToken, ModelManager
 from ..settings import TtsSettings
 from ..untrusted import clean_text, is_plain_name, looks_like_path, quote_name
 from ..upstream import SpeakingUpstream, UpstreamPool
 from ..upstream.speech import speak_with_failover
-from .engine import SynthesisOptions, Synthesizer, VoiceInfo
+from .engine import StreamingSynthesizer, SynthesisOptions, Synthesizer, VoiceInfo
+from .piper_stream import CHUNK_FRAMES, FIRST_CHUNK_FRAMES, VitsModel
 from .relay import UpstreamVoice, converted, speed_of
 from .sentences import DEFAULT_CONFIG, SentenceSplitter, SplitterConfig, SsmlStripper, split_text
 from .support import (
@@ -37,6 +41,7 @@ from .support import (
     TEXT_FORMATS,
     AudioCache,
     EmptyTextError,
+    SilenceTrimmer,
     SpeechOptions,
     TextTooLongError,
     TtsStats,
@@ -84,20 +89,24 @@ __all__ = [  # the facade and what its callers need, in one place
 ]
 
 _LOGGER = logging.getLogger(__name__)
+STREAM_GAIN_WINDOW = 32  # pieces whose peaks set the level of a streamed piece
 
 # ---- the engine ------------------------------------------------------------------------------
 
 
 class PiperSynthesizer:
-    """One loaded Piper voice (implements tts.engine.Synthesizer). Thread-safe: onnxruntime sessions are."""
+    """One loaded Piper voice (implements tts.engine.Synthesizer and StreamingSynthesizer). Thread-safe."""
 
-    def __init__(self, voice: Any, info: VoiceInfo) -> None:
-        self._voice = voice
+    def __init__(self, voice: Any, info: VoiceInfo, model: VitsModel | None = None) -> None:
+        self._voice = voice  # phonemes, ids and config; the ONNX model runs in `model`
+        self._model = model or VitsModel(whole=voice.session)
         self.info = info
+        self._peaks: deque[float] = deque(maxlen=STREAM_GAIN_WINDOW)  # raw peaks of the last pieces
+        self._peaks_lock = threading.Lock()
 
     @staticmethod
     def load(files: VoiceFiles, threads: int | None = None) -> PiperSynthesizer:
-        """Blocking: the ONNX session for one voice (call it through the model manager)."""
+        """Blocking: the ONNX session(s) for one voice (call it through the model manager)."""
         import onnxruntime
         from piper import PiperVoice
         from piper.config import PiperConfig
@@ -109,30 +118,78 @@ class PiperSynthesizer:
         options = onnxruntime.SessionOptions()
         options.inter_op_num_threads = 1
         options.enable_mem_pattern = False  # patterns are per input shape, and every sentence has its own
+        # Threads that spin between runs take a core from the other services (and from the other part of a cut
+        # model) on a small machine.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
-        session = onnxruntime.InferenceSession(
-            str(files.model), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
-        return PiperSynthesizer(voice, voice_info(files.name, config))
+        model = VitsModel.load(files.model, options)
+        voice = PiperVoice(session=None, config=PiperConfig.from_dict(config))  # phonemes only: `model` runs it
+        return PiperSynthesizer(voice, voice_info(files.name, config), model)
 
     def synthesize(self, text: str, options: SynthesisOptions) -> bytes:
-        """Blocking; 16-bit mono PCM at info.sample_rate (espeak may cut the text further: parts are joined)."""
-        from piper import SynthesisConfig
+        """Blocking; 16-bit mono PCM at info.sample_rate (espeak may cut the text further: parts are joined).
 
-        config = SynthesisConfig(
-            speaker_id=options.speaker_id,
-            length_scale=options.length_scale,
-            noise_scale=options.noise_scale,
-            noise_w_scale=options.noise_w,
-            volume=options.volume,
+        As Piper does, each part is scaled to full range (and by the volume).
+        """
+        parts: list[bytes] = []
+        for feeds in self._feeds(text, options):
+            audio = np.concatenate(list(self._model.audio(feeds)))
+            peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+            self._remember(peak)
+            gain = options.volume / peak if peak >= 1e-8 else 0.0
+            parts.append(float_to_pcm16(audio * gain))
+        return b"".join(parts)
+
+    def stream(self, text: str, options: SynthesisOptions) -> Iterator[bytes]:
+        """Blocking; like `synthesize`, but the audio comes as it is decoded, at the voice's usual level.
+
+        The level cannot wait for the peak of the whole piece: the gain is the one that brings the loudest of
+        this voice's recent pieces to full range (Piper's per-piece scaling already varies by several dB from
+        piece to piece). Before the voice has spoken anything, the piece comes whole.
+        """
+        with self._peaks_lock:
+            loudest = max(self._peaks, default=0.0)
+        if not self._model.streams or loudest < 1e-8:
+            yield self.synthesize(text, options)
+            return
+        gain = options.volume / loudest
+        for feeds in self._feeds(text, options):
+            peak = 0.0
+            for audio in self._model.audio(feeds, FIRST_CHUNK_FRAMES, CHUNK_FRAMES):
+                peak = max(peak, float(np.max(np.abs(audio))) if len(audio) else 0.0)
+                yield float_to_pcm16(audio * gain)
+            self._remember(peak)
+
+    def _remember(self, peak: float) -> None:
+        if peak >= 1e-8:
+            with self._peaks_lock:
+                self._peaks.append(peak)
+
+    def _feeds(self, text: str, options: SynthesisOptions) -> Iterator[dict[str, np.ndarray]]:
+        """The model's inputs for each sentence espeak finds in `text` (Piper's own input contract)."""
+        config = self._voice.config
+        scales = np.array(
+            [
+                config.noise_scale if options.noise_scale is None else options.noise_scale,
+                config.length_scale if options.length_scale is None else options.length_scale,
+                config.noise_w_scale if options.noise_w is None else options.noise_w,
+            ],
+            dtype=np.float32,
         )
-        parts = [chunk.audio_float_array for chunk in self._voice.synthesize(text, syn_config=config)]
-        if not parts:
-            return b""
-        audio = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return bytes((np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
+        speaker = config.default_speaker_id if options.speaker_id is None else options.speaker_id
+        for phonemes in self._voice.phonemize(text):
+            if not phonemes:
+                continue
+            ids = np.array([self._voice.phonemes_to_ids(phonemes)], dtype=np.int64)
+            feeds: dict[str, np.ndarray] = {
+                "input": ids,
+                "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
+                "scales": scales,
+            }
+            if config.num_speakers > 1:
+                feeds["sid"] = np.array([speaker], dtype=np.int64)
+            yield feeds
 
 
 def render_piece(synth: Synthesizer, text: str, options: SynthesisOptions, rate: int) -> bytes:
@@ -140,6 +197,28 @@ def render_piece(synth: Synthesizer, text: str, options: SynthesisOptions, rate:
     native = synth.info.sample_rate
     pcm = trim_silence(synth.synthesize(text, options), native)
     return convert_pcm(pcm, AudioFormat(native, 2, 1), rate) if rate != native and pcm else pcm
+
+
+def stream_piece(
+    synth: StreamingSynthesizer, text: str, options: SynthesisOptions, rate: int, cancel: CancelToken
+) -> Iterator[bytes]:
+    """Blocking (runs on the executor): `render_piece` as it is decoded (edges trimmed, resampled on the way)."""
+    native = synth.info.sample_rate
+    trimmer = SilenceTrimmer(native)
+    converter = AudioConverter(AudioFormat(native, 2, 1), rate) if rate != native else None
+    for pcm in synth.stream(text, options):
+        if cancel.cancelled:
+            return
+        out = trimmer.feed(pcm)
+        if converter is not None:
+            out = converter.convert(out)
+        if out:
+            yield out
+    tail = trimmer.finish()
+    if converter is not None:
+        tail = converter.convert(tail) + converter.flush()
+    if tail:
+        yield tail
 
 
 # ---- the facade --------------------------------------------------------------------------------
@@ -380,6 +459,28 @@ class TextToSpeech:
         if cached is not None:
             self.stats.cache_hits += 1
             return cached
+        async with self._turn(key):
+            pcm = await self.manager.run(render_piece, synth, piece, synthesis, rate)
+        self.cache.put(cache_key, pcm)
+        return pcm
+
+    async def render_stream(
+        self, key: str, synth: Synthesizer, piece: str, synthesis: SynthesisOptions, rate: int
+    ) -> AsyncIterator[bytes]:
+        """`render`, but the audio comes in parts as it is decoded (for the first piece of an answer)."""
+        if not isinstance(synth, StreamingSynthesizer) or (key, synthesis, rate, piece) in self.cache:
+            yield await self.render(key, synth, piece, synthesis, rate)
+            return
+        parts: list[bytes] = []
+        async with self._turn(key):
+            async for pcm in self.manager.iterate(partial(stream_piece, synth, piece, synthesis, rate)):
+                parts.append(pcm)
+                yield pcm
+        self.cache.put((key, synthesis, rate, piece), b"".join(parts))
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, key: str) -> AsyncIterator[None]:
+        """One synthesis of a voice's turns (pieces of concurrent requests alternate), timed and counted."""
         turn = self._turns.setdefault(key, asyncio.Semaphore(self.parallel_per_voice))
         if self._waiting >= self.manager.capacity:
             raise QueueFullError(f"{self._waiting} text-to-speech pieces are waiting; try again shortly")
@@ -390,7 +491,7 @@ class TextToSpeech:
             self._waiting -= 1
         started = time.perf_counter()
         try:
-            pcm = await self.manager.run(render_piece, synth, piece, synthesis, rate)
+            yield
         except MinervaError:
             raise
         except Exception as err:
@@ -399,8 +500,6 @@ class TextToSpeech:
             turn.release()
         self.stats.pieces_synthesized += 1
         self.stats.synthesis_seconds += time.perf_counter() - started
-        self.cache.put(cache_key, pcm)
-        return pcm
 
 
 class Speech:
@@ -473,8 +572,14 @@ class Speech:
     async def _local(self, pieces: AsyncIterator[str]) -> AsyncIterator[tuple[AudioFormat, bytes]]:
         async with self._tts.manager.use(self.key, self.load) as synth:  # an idle sweep never unloads it mid-answer
             async for piece in pieces:
+                first = self._previous is None
+                pause = self._pause_before(piece)
+                if first:  # the answer's first piece streams as it is decoded: sooner first audio
+                    async for pcm in self._tts.render_stream(self.key, synth, piece, self.synthesis, self.format.rate):
+                        yield self.format, pcm
+                    continue
                 pcm = await self._tts.render(self.key, synth, piece, self.synthesis, self.format.rate)
-                yield self.format, self._pause_before(piece) + pcm
+                yield self.format, pause + pcm
 
     async def _relay(self, client: SpeakingUpstream, piece: str) -> AsyncIterator[tuple[AudioFormat, bytes]]:
         """One piece from an upstream, in this answer's format, the pause before it as the local voice has it."""
