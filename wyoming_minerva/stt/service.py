@@ -200,8 +200,10 @@ class SpeechToText:
         program = detector(self.programs)
         if program is None:
             return chosen
-        model = await self._model(program)
-        language, probability = await self.manager.run(model.detect_language, audio)
+        key, load = self._loader(program)
+        model: Transcriber
+        async with self.manager.use(key, load) as model:  # held: an idle sweep never unloads it mid-detection
+            language, probability = await self.manager.run(model.detect_language, audio)
         routed = route(self.programs, language)
         _LOGGER.debug("Detected %s (%.2f) → %s", language, probability, routed.program.name)
         return Route(routed.program, (routed.language or language) if routed.program.multilingual else routed.language)
