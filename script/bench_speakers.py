@@ -7,6 +7,10 @@
    and German recordings from ../shared/fixtures), and with the French voice as a fifth.
 3. Embedding cost per second of audio: diarization windows (0.82 s side by side) and the clip recipe
    (windows every 0.4 s) on a 10 s clip; and a voice print of a 2 s wake phrase (what --wake-speakers costs).
+4. Wyoming transcripts (Home Assistant's flow at real-time pace, endpointing on, the bundled tiny.en): end of speech →
+   transcript with and without an enrolled voice, and how long the transcript waited for its speaker.
+5. Wake detections: what the speaker check of one detection costs (the gate alone, on the 2 s before it), and
+   phrase end → detection at real-time pace with and without --wake-speakers.
 
 The machine's load average is printed with the figures: other processes share its cores.
 """
@@ -26,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import ROOT, Speech
+from bench_speakers_wyoming import transcript_speakers, wake_detections
 
 from wyoming_minerva.audio import AudioFormat, convert_pcm, pcm16_to_float, read_wav
 from wyoming_minerva.runtime.manager import ModelManager
@@ -171,6 +176,11 @@ async def main(args: argparse.Namespace) -> None:
         runs.append(time.perf_counter() - started)
     print(f"   voice print of a 2 s wake phrase: {sorted(runs)[len(runs) // 2] * 1000:.0f} ms median")
 
+    print(f"\n4. Wyoming transcripts, Home Assistant's flow at real-time pace ({load_average()})")
+    await transcript_speakers(manager, speech, args.runs)
+    print(f"\n5. wake detections, okay_nabu ({load_average()})")
+    await wake_detections(manager, speech, args.runs)
+
     print(f"\nend: {load_average()}")
     await manager.close()
 
@@ -180,4 +190,5 @@ if __name__ == "__main__":
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the long file (default 10)")
     parser.add_argument("--turns", type=int, default=24, help="turns per attribution conversation (default 24)")
     parser.add_argument("--seeds", type=int, default=2, help="conversations per voice set (default 2)")
+    parser.add_argument("--runs", type=int, default=5, help="utterances and wake words per setting (default 5)")
     asyncio.run(main(parser.parse_args()))

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from asr_helpers import read_until, send_audio
 from conftest import ENGLISH, Speech, fixture_path, local_stt, normalise, send_chunks, wyoming_client, wyoming_server
@@ -22,12 +23,21 @@ from wyoming.audio import AudioStart
 from wyoming.event import Event
 from wyoming.wake import Detect
 
-from wyoming_minerva.audio import AudioFormat, convert_pcm, pcm16_to_float, read_wav
+from wyoming_minerva.app import App
+from wyoming_minerva.audio import AudioFormat, convert_pcm, pcm16_to_float, read_wav, wav_bytes
 from wyoming_minerva.handlers.asr import AsrHandler
 from wyoming_minerva.handlers.server import WyomingServer
 from wyoming_minerva.handlers.wake import WakeHandler
 from wyoming_minerva.runtime.manager import ModelManager
-from wyoming_minerva.settings import AsrSettings, WakeSettings
+from wyoming_minerva.settings import (
+    AsrSettings,
+    DiscoverySettings,
+    HttpSettings,
+    ListenUri,
+    Service,
+    Settings,
+    WakeSettings,
+)
 from wyoming_minerva.speakers.service import MODEL_KEY, SpeakerService
 from wyoming_minerva.speakers.store import SpeakerStore
 from wyoming_minerva.stt.service import SpeechToText
@@ -185,3 +195,41 @@ async def test_wake_without_enrolment_loads_no_speaker_model(setup: Setup, tmp_p
         events = await wake_events(server, joe, rate)
     assert [e.type for e in events] == ["detection"] and events[0].data["speaker"] is None
     assert not setup.manager.is_loaded(MODEL_KEY)
+
+
+async def test_the_app_wires_enrolment_transcripts_and_wake_speakers(setup: Setup, tmp_path: Path) -> None:
+    """The whole process: a voice enrolled over HTTP names the Wyoming transcript, and --wake-speakers lets it wake."""
+    speech = setup.speech
+    local = ListenUri("tcp", "127.0.0.1", 0)
+    settings = Settings(
+        asr_uri=local,
+        wake_uri=local,
+        http=HttpSettings(host="127.0.0.1", port=0),
+        data_dirs=(tmp_path,),
+        local_files_only=True,
+        discovery=DiscoverySettings(enabled=False),
+        wake=WakeSettings(speakers=("Joe",)),
+    )
+    settings.validate()
+    app = App(settings)
+    await app.start()
+    try:
+        clips = [
+            ("file", (f"{i}.wav", wav_bytes(speech.say(t), speech.rate), "audio/wav")) for i, t in enumerate(ENROLMENT)
+        ]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=60) as client:
+            enrolled = await client.post("/v1/speakers", data={"name": "Joe"}, files=clips)
+        assert enrolled.status_code == 201, enrolled.text
+        asr_server = app.servers[Service.ASR]
+        transcript = await first_transcript(
+            asr_server, speech.say("What time is it?") + speech.silence(2.0), speech.rate
+        )
+        joe, rate = joe_says_okay_nabu(speech)
+        by_joe = await wake_events(app.servers[Service.WAKE], joe, rate)
+        by_other = await wake_events(app.servers[Service.WAKE], other_voice_says_okay_nabu(), 16000)
+    finally:
+        await app.stop()
+    assert transcript.data["context"]["speaker"] == "Joe", transcript.data
+    assert [e.type for e in by_joe] == ["detection"] and by_joe[0].data["speaker"] == "Joe"
+    assert [e.type for e in by_other] == ["not-detected"]
+    assert (tmp_path / "speakers.json").is_file()

@@ -25,12 +25,15 @@ from .http.deps import HttpContext
 from .http.server import HttpServer
 from .runtime.manager import ModelManager
 from .settings import ConfigError, HttpSettings, Service, Settings
+from .speakers.service import SpeakerService
+from .speakers.store import SpeakerStore
 from .stt.service import SpeechToText
 from .stt.whisper import whisper_engines
 from .tts.piper import TextToSpeech
 from .upstream import UpstreamPool
 from .upstream.pools import build_pools
 from .wake.service import WakeWords
+from .wake.speaker_gate import SpeakerGate
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class Engines:
     stt: SpeechToText | None = None
     tts: TextToSpeech | None = None
     wake: WakeWords | None = None
+    speakers: SpeakerService | None = None
 
 
 class App:
@@ -101,14 +105,30 @@ class App:
         """The one wake word engine (Wyoming wake and the HTTP wake routes share it); loads nothing yet."""
         if self.engines.wake is None:
             installed = tuple(data_dir / WAKE_FOLDER for data_dir in self.settings.data_dirs)  # catalog installs
-            self.engines.wake = WakeWords(self.settings.wake, self.manager, installed_dirs=installed)
+            gate = SpeakerGate.of(self._speakers(), self.settings.wake.speakers)  # names who said it
+            self.engines.wake = WakeWords(self.settings.wake, self.manager, installed_dirs=installed, speakers=gate)
         return self.engines.wake
+
+    def _speakers(self) -> SpeakerService:
+        """Speaker recognition (diarization, enrolled voices); its model loads on first use, and only what needs
+        enrolled voices (transcript and wake speakers) looks at audio when some are enrolled."""
+        if self.engines.speakers is None:
+            data_dirs = self.settings.data_dirs
+            store = SpeakerStore(data_dirs[0]) if data_dirs else None  # reads speakers.json, if any
+            self.engines.speakers = SpeakerService(self.manager, store)
+            missing = [n for n in self.settings.wake.speakers if store is None or store.get(n) is None]
+            if missing:
+                _LOGGER.warning(
+                    "--wake-speakers: %s not enrolled yet: until they are, their voices wake nothing", missing
+                )
+        return self.engines.speakers
 
     def _factory(self, service: Service) -> HandlerFactory:
         settings = self.settings
         if service is Service.ASR:
             stt = self._stt()
-            return lambda sink: AsrHandler(sink, stt, settings.asr, self.audio_budget)
+            speakers = self._speakers()
+            return lambda sink: AsrHandler(sink, stt, settings.asr, self.audio_budget, speakers=speakers)
         if service is Service.TTS:
             tts = self._tts()
             return lambda sink: TtsHandler(sink, tts)
@@ -132,6 +152,7 @@ class App:
                 self._stt()
                 self._tts()
                 self._wake()
+                self._speakers()
             if self.settings.preload:
                 await self.preload()
             for service, uri in self.settings.services.items():
@@ -155,6 +176,7 @@ class App:
         self._stt()
         self._tts()
         self._wake()
+        self._speakers()
         app = create_app(self.settings, self.engines, self.manager, services=self._console_services)
         self.catalog = app.state.minerva_catalog
         server = HttpServer(
@@ -230,6 +252,9 @@ class App:
             await self.engines.tts.preload()
         if self.engines.wake is not None:
             await self.engines.wake.preload()
+        speakers = self.engines.speakers
+        if speakers is not None and (speakers.enrolled or self.settings.wake.speakers):  # else it may never load
+            await speakers.preload()
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish within the grace time, then close everything."""

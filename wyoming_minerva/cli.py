@@ -266,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=WakeSettings.silence_gate,
         help="skip openWakeWord feature work while the last ~2 s of a stream held no speech (default on)",
     )
+    g.add_argument(
+        "--wake-speakers",
+        metavar="NAME,...",
+        help="deliver a detection only when the wake phrase is said by one of these enrolled voices "
+        "(POST /v1/speakers; see docs/speakers.md); default off: anyone wakes",
+    )
 
     g = p.add_argument_group("discovery (zeroconf)")
     g.add_argument(
@@ -585,6 +591,7 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
             refractory_seconds=args.refractory_seconds,
             threads=args.wake_threads,
             silence_gate=args.wake_silence_gate,
+            speakers=tuple(name.strip() for name in (args.wake_speakers or "").split(",") if name.strip()),
         ),
         discovery=DiscoverySettings(
             # MINERVA_ZEROCONF=off|on works like the boolean flags; any other value is the NAME.

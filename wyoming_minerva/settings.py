@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 from .catalog import CatalogSettings
 from .errors import MinervaError
+from .speakers.store import validate_name
 from .upstream import UpstreamSettings
 
 DEFAULT_ASR_PORT = 10300
@@ -110,6 +111,7 @@ class WakeSettings:
     refractory_seconds: float = 2.0
     threads: int = 0  # wake worker threads; 0 = CPU count, at most 2
     silence_gate: bool = True  # skip feature work on audio whose whole receptive field is silent
+    speakers: tuple[str, ...] = ()  # --wake-speakers: only these enrolled voices wake; () = anyone
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,13 @@ class Settings:
             self.http.validate()
         if self.wake.threads < 0:
             raise ConfigError("--wake-threads must not be negative")
+        if self.wake.speakers and not self.data_dirs:
+            raise ConfigError("--wake-speakers needs a data directory (--data-dir): enrolled voices are kept there")
+        for name in self.wake.speakers:
+            try:
+                validate_name(name)
+            except MinervaError as err:
+                raise ConfigError(f"--wake-speakers: {err}") from err
         self.catalog.validate()
         self.upstream.validate()
         if not 0 <= self.asr.vad_aggressiveness <= 3:

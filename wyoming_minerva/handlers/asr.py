@@ -34,7 +34,7 @@ from ..stt.programs import normalise_language
 from ..stt.service import SpeechToText
 from .info import VERSION, WHISPER_ATTRIBUTION, DescribingHandler
 from .server import EventSink, error_event
-from .speaker_guess import SpeakerGuess
+from .speaker_guess import SPEAKER_AUDIO_BYTES, SpeakerGuess
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -246,7 +246,8 @@ class AsrHandler(DescribingHandler):
         if self.speakers is not None and self.speakers.enrolled:  # homes without enrolled voices pay nothing
             if utterance.guess is not None:
                 utterance.guess.cancel()
-            utterance.guess = SpeakerGuess(self.speakers, bytes(utterance.audio[: 2 * end]), speech_end)
+            pcm = bytes(utterance.audio[: min(2 * end, SPEAKER_AUDIO_BYTES)])
+            utterance.guess = SpeakerGuess(self.speakers, pcm, speech_end)
         return decode
 
     def _reusable(self, utterance: Utterance, speech_end: int, whole: bool = False) -> Decode:

@@ -17,10 +17,12 @@ from ..speakers.service import SpeakerService
 _LOGGER = logging.getLogger(__name__)
 
 SPEAKER_WAIT_SECONDS = 0.3  # the longest a finished transcript waits for its speaker
+SPEAKER_AUDIO_BYTES = 8 * 16000 * 2  # the voice print is taken from the first 8 s: a long dictation costs no more
 
 
 class SpeakerGuess:
-    """identify() on one stretch of an utterance (16 kHz s16 PCM), as a task started with its decode."""
+    """identify() on one stretch of an utterance (16 kHz s16 PCM, at most SPEAKER_AUDIO_BYTES of it), as a task
+    started with its decode."""
 
     def __init__(self, speakers: SpeakerService, pcm: bytes, end_sample: int) -> None:
         self.end_sample = end_sample  # the decode's speech end: a guess belongs to the decode of the same audio

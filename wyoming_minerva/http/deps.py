@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from ..runtime.manager import ModelManager
 from ..settings import HttpSettings, Settings
+from ..speakers.service import SpeakerService
 from ..stt.service import SpeechToText
 from ..tts.piper import TextToSpeech
 from ..upstream import UpstreamPool
@@ -32,6 +33,7 @@ class EngineSet(Protocol):
 
     stt: SpeechToText | None
     tts: TextToSpeech | None
+    speakers: SpeakerService | None  # diarization and enrolled voices (speakers_routes, diarized transcriptions)
 
 
 @dataclass

@@ -49,13 +49,16 @@ SUBSCRIBER_BACKLOG = 256
 
 
 def detection_message(detection: WakeDetection) -> dict[str, Any]:
-    return {
+    message: dict[str, Any] = {
         "name": detection.name,
         "model": detection.model,
         "engine": str(detection.engine.value),
         "timestamp": detection.timestamp_ms,
         "probability": round(float(detection.probability), 4),
     }
+    if detection.speaker is not None:  # an enrolled voice said it (docs/speakers.md)
+        message.update(speaker=detection.speaker, speaker_score=detection.speaker_score)
+    return message
 
 
 def event_message(event: WakeEvent) -> dict[str, Any]:

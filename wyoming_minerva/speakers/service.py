@@ -85,11 +85,18 @@ class SpeakerService:
     # ---- embeddings ------------------------------------------------------------------------------
 
     async def voice_print(
-        self, audio: np.ndarray, shortest: float = MIN_REFERENCE_SPEECH, longest: float = MAX_REFERENCE_SPEECH
+        self,
+        audio: np.ndarray,
+        shortest: float = MIN_REFERENCE_SPEECH,
+        longest: float = MAX_REFERENCE_SPEECH,
+        urgent: bool = False,
     ) -> VoicePrint:
         """The speaker vector of a clip's speech (silence cut out). BadRequestError when it holds less than
-        `shortest` or more than `longest` seconds of speech."""
+        `shortest` or more than `longest` seconds of speech. `urgent` (a short clip someone waits for, like a wake
+        phrase): on a thread of its own, not queued behind the executor's long decodes."""
         async with self.manager.use(MODEL_KEY, self._load) as embedder:
+            if urgent:
+                return await asyncio.to_thread(_voice_print, embedder, audio, self.config, shortest, longest)
             return await self.manager.run(_voice_print, embedder, audio, self.config, shortest, longest)
 
     async def diarize_audio(self, audio: np.ndarray, known: Mapping[str, np.ndarray] | None = None) -> Diarization:
@@ -122,19 +129,25 @@ class SpeakerService:
         _, turns = found.labelled(label)
         return openai_segments(speaker_blocks(timed_items(segments), turns))
 
+    async def preload(self) -> None:
+        """Load the encoder now (--preload, when voices are enrolled or --wake-speakers is set)."""
+        await self.manager.get(MODEL_KEY, self._load)
+
     @property
     def enrolled(self) -> bool:
         """Whether any voice is enrolled: without one, identify() answers None at once and costs nothing."""
         return self.store is not None and bool(self.store.names())
 
-    async def identify(self, audio: np.ndarray, threshold: float | None = None) -> tuple[str, float] | None:
+    async def identify(
+        self, audio: np.ndarray, threshold: float | None = None, urgent: bool = False
+    ) -> tuple[str, float] | None:
         """The enrolled voice this clip is spoken in, with its cosine; None without a match (or no enrolment).
         `threshold`: the cosine that names a voice (default: the one that names diarized speakers)."""
         voices = self.store.centroids() if self.store else {}
         if not voices:
             return None
         try:
-            clip = await self.voice_print(audio, shortest=0.3, longest=float("inf"))
+            clip = await self.voice_print(audio, shortest=0.3, longest=float("inf"), urgent=urgent)
         except BadRequestError:
             return None
         limit = self.config.known_threshold if threshold is None else threshold

@@ -31,7 +31,9 @@ class VoiceIdentifier(Protocol):
     @property
     def enrolled(self) -> bool: ...
 
-    async def identify(self, audio: np.ndarray, threshold: float | None = None) -> tuple[str, float] | None: ...
+    async def identify(
+        self, audio: np.ndarray, threshold: float | None = None, urgent: bool = False
+    ) -> tuple[str, float] | None: ...
 
 
 class RecentAudio:
@@ -87,7 +89,9 @@ class SpeakerGate:
         """The speaker of a wake phrase (16 kHz s16 samples up to the detection) and whether it may pass."""
         found = None
         if audio is not None and len(audio) and self.identifier.enrolled:
-            found = await self.identifier.identify(audio.astype(np.float32) / 32768.0, self.threshold)
+            # urgent: a detection waits for it, so not behind the inference executor's decodes (wake words get
+            # their own threads for that reason, worker.py)
+            found = await self.identifier.identify(audio.astype(np.float32) / 32768.0, self.threshold, urgent=True)
         speaker, score = (found[0], round(found[1], 3)) if found is not None else (None, None)
         allowed = not self.allowed or (speaker is not None and speaker.casefold() in self.allowed)
         return Verdict(speaker, score, allowed)
