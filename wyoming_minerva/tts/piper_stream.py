@@ -1,9 +1,9 @@
 """A Piper voice's ONNX model cut in two at its decoder, so the audio of a piece is decoded in bounded chunks.
 
 Why: Piper's VITS decoder (HiFi-GAN) holds activations in proportion to the audio it makes (~20 MiB per second
-of speech) and gives nothing until it has made all of it. Everything before it (text encoder, durations, flow)
-is cheap and works on the whole piece, so prosody is decided for the whole piece as before; the decoder only
-sees a few latent frames around each output sample, so decoding the latent in chunks with `PAD_FRAMES` of
+of speech) and gives nothing until it has made all of it (~70 % of a piece's CPU). Everything before it (text
+encoder, durations, flow) works on the whole piece, so prosody is decided for the whole piece as before; the
+decoder only sees a few latent frames around each output sample, so decoding the latent in chunks with `PAD_FRAMES` of
 context on each side gives the same samples (bit-exact on the bundled voice), holds memory to one chunk, and
 lets the first chunk play while the rest is decoded. A model whose graph does not have this shape (or when the
 `onnx` package is missing) runs whole, as before.
