@@ -158,3 +158,25 @@ async def test_port_in_use_gives_one_clear_line_and_a_nonzero_exit() -> None:
     assert len(lines) == 1, err
     assert f"127.0.0.1:{port}" in lines[0] and "address already in use" in lines[0].lower()
     assert "Traceback" not in err
+
+
+async def test_the_app_builds_the_live_hub_the_routes_use_and_closes_it() -> None:
+    from wyoming_minerva.app import App
+    from wyoming_minerva.settings import AsrSettings, DiscoverySettings, HttpSettings, Settings
+    from wyoming_minerva.stt.live.types import SessionOptions
+
+    settings = Settings(
+        http=HttpSettings(host="127.0.0.1", port=0),
+        asr=AsrSettings(models=("tiny.en",)),
+        discovery=DiscoverySettings(enabled=False),
+    )
+    app = App(settings)
+    await app.start()
+    try:
+        hub = app.engines.live
+        assert hub is not None
+        session = hub.open(SessionOptions(), peer="test")  # as the WebSocket routes open them
+        assert hub.sessions == 1
+    finally:
+        await app.stop()
+    assert app.engines.live is None and session.closed and hub.sessions == 0

@@ -27,6 +27,7 @@ from .runtime.manager import ModelManager
 from .settings import ConfigError, HttpSettings, Service, Settings
 from .speakers.service import SpeakerService
 from .speakers.store import SpeakerStore
+from .stt.live.hub import LiveHub
 from .stt.service import SpeechToText
 from .stt.whisper import whisper_engines
 from .tts.piper import TextToSpeech
@@ -52,6 +53,7 @@ class Engines:
     tts: TextToSpeech | None = None
     wake: WakeWords | None = None
     speakers: SpeakerService | None = None
+    live: LiveHub | None = None  # live WebSocket speech-to-text sessions (on stt), made with the HTTP API
 
 
 class App:
@@ -173,7 +175,8 @@ class App:
 
     async def _start_http(self, http: HttpSettings) -> None:
         """The HTTP API in this loop, on the same engines (all of them, also when no Wyoming service runs)."""
-        self._stt()
+        stt = self._stt()
+        self.engines.live = LiveHub(stt, self.settings.realtime)
         self._tts()
         self._wake()
         self._speakers()
@@ -275,6 +278,9 @@ class App:
         self.servers.clear()
         if http_stopped is not None:
             await http_stopped
+        live, self.engines.live = self.engines.live, None
+        if live is not None:  # its sessions ended with their sockets; this stops the scheduler
+            await live.close()
         for pool in self._pools():  # no request can use an upstream any more
             await pool.close()
         catalog, self.catalog = self.catalog, None

@@ -1,7 +1,8 @@
 """The real-time routes (WebSocket speech-to-text, streaming text-to-speech, wake events) and their metrics.
 
-`install(app)` is called by create_app after app.state.minerva exists: it makes the LiveHub on the shared
-speech-to-text engine, registers the routes, and adds the live statistics to the app's /metrics registry.
+`install(app)` is called by create_app after app.state.minerva exists: it takes the LiveHub the App made and closes
+(`engines.live`; an app made without an App, as in tests, gets its own), registers the routes, and adds the live
+statistics to the app's /metrics registry.
 API keys: RequestGuard checks WebSocket handshakes and the SSE GET like every other route.
 """
 
@@ -24,7 +25,9 @@ def install(app: FastAPI) -> StreamContext:
     http = app.state.minerva
     assert isinstance(http, HttpContext)
     settings = http.settings.realtime
-    hub = LiveHub(http.engines.stt, settings) if http.engines.stt is not None else None
+    hub = getattr(http.engines, "live", None)  # EngineSet names only what every front end needs
+    if not isinstance(hub, LiveHub):
+        hub = LiveHub(http.engines.stt, settings) if http.engines.stt is not None else None
     ctx = StreamContext(http=http, hub=hub, settings=settings)
     app.state.minerva_streams = ctx
     for module in (realtime, stream_stt, stream_tts, wake_events):
